@@ -1,0 +1,41 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// F16C turns `Float(Float16)` into `vcvtph2ps` (see shared/specs/swift.md §2(iii)); without it every
+/// half-precision conversion is a libgcc call at 0.5 GB/s.
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mf16c"])]
+
+let package = Package(
+    name: "qkit",
+    products: [
+        .library(name: "Common", targets: ["Common"]),
+        .executable(name: "qinspect", targets: ["qinspect"]),
+        .executable(name: "qcalib", targets: ["qcalib"]),
+        .executable(name: "qquant", targets: ["qquant"]),
+        .executable(name: "qpack", targets: ["qpack"]),
+        .executable(name: "qeval", targets: ["qeval"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
+        .target(
+            name: "Common",
+            dependencies: ["COpenBLAS", "CZlib", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fastMath),
+        .executableTarget(name: "qinspect", dependencies: ["Common"]),
+        .executableTarget(name: "qcalib", dependencies: ["Common"]),
+        .executableTarget(name: "qquant", dependencies: ["Common"]),
+        .executableTarget(name: "qpack", dependencies: ["Common"]),
+        .executableTarget(name: "qeval", dependencies: ["Common"]),
+        // Development targets, not user tools: benchmarks against the peers, synthetic checkpoints.
+        .executableTarget(name: "qbench", dependencies: ["Common", "CJSONC"], swiftSettings: fastMath),
+        .executableTarget(name: "qsynth", dependencies: ["Common"]),
+        .testTarget(name: "CommonTests", dependencies: ["Common"], swiftSettings: fastMath),
+        .testTarget(name: "ToolTests", dependencies: ["Common"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

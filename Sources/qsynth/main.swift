@@ -1,0 +1,1 @@
+print("qsynth: placeholder")
