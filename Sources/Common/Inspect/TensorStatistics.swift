@@ -1,0 +1,323 @@
+import Dispatch
+
+/// Summary statistics of one tensor's values, computed in one streaming pass.
+public struct TensorStatistics: Sendable, Equatable {
+    public var count = 0
+    public var nanCount = 0
+    public var infCount = 0
+    public var zeroCount = 0
+    public var min = Float.infinity
+    public var max = -Float.infinity
+    public var mean = 0.0
+    public var std = 0.0
+    public var absMax: Float = 0
+    /// Excess kurtosis (0 for a normal distribution; large for heavy tails), over finite values.
+    public var kurtosis = 0.0
+    /// The input channels (last dimension) with the largest absolute values, most extreme first, with
+    /// their absmax and its ratio to the median channel absmax. Only for tensors of rank ≥ 2.
+    public var outlierChannels: [OutlierChannel] = []
+    /// Counts per bin over [min, max] when a histogram was asked for.
+    public var histogram: [Int]?
+
+    public init() {}
+
+    /// Finite values counted.
+    public var finiteCount: Int { count - nanCount - infCount }
+}
+
+/// One outlier input channel.
+public struct OutlierChannel: Sendable, Equatable {
+    public var channel: Int
+    public var absMax: Float
+    /// absMax divided by the median of all channels' absmax.
+    public var ratio: Float
+}
+
+/// Streaming computation of `TensorStatistics` over mmap'd data: chunks of whole rows are processed in
+/// parallel with SIMD accumulators and merged in chunk order, so the result does not depend on the
+/// thread count. Pages of a chunk are released once it is done, so resident memory stays bounded.
+public enum StatisticsEngine {
+    /// Elements per chunk (rounded to whole rows when rows are shorter).
+    static let chunkElements = 1 << 20
+    /// Histogram bins when one is asked for.
+    public static let histogramBins = 32
+
+    /// Computes the statistics of `tensor` in `checkpoint`.
+    /// - Parameters:
+    ///   - histogram: also count values into `histogramBins` bins over [min, max] (a second pass).
+    ///   - outliers: how many outlier channels to report.
+    public static func compute(_ tensor: CheckpointTensor, in checkpoint: Checkpoint, histogram: Bool = false,
+                               outliers: Int = 3, releasePages: Bool = true) throws -> TensorStatistics {
+        let data = checkpoint.data(tensor)
+        let file = checkpoint.files[tensor.fileIndex]
+        return try compute(data: data, encoding: tensor.encoding, shape: tensor.shape, histogram: histogram,
+                           outliers: outliers, release: releasePages ? { r in file.release(r.offset(by: tensor.fileRange.lowerBound)) } : nil)
+    }
+
+    /// Computes statistics of raw `data` holding a tensor of `encoding` and `shape`.
+    public static func compute(data: UnsafeRawBufferPointer, encoding: TensorEncoding, shape: [Int], histogram: Bool = false,
+                               outliers: Int = 3, release: ((Range<Int>) -> Void)? = nil) throws -> TensorStatistics {
+        let n = elementCount(shape) ?? 0
+        var result = TensorStatistics()
+        guard n > 0, encoding.canDecode else { return result }
+        let rowLength = shape.count >= 2 ? shape[shape.count - 1] : n
+        let perChannel = shape.count >= 2 && rowLength > 1
+        let granule = encoding.decodeGranule
+        // Chunks of whole rows when rows are short, otherwise granule-aligned pieces of a row.
+        var chunk: Int
+        if perChannel, rowLength <= chunkElements {
+            chunk = Swift.max(1, chunkElements / rowLength) * rowLength
+        } else {
+            chunk = Swift.max(granule, chunkElements / granule * granule)
+        }
+        if perChannel, rowLength > chunkElements, rowLength % granule != 0 { chunk = rowLength }
+        let chunks = (n + chunk - 1) / chunk
+        let shift = try firstValue(data, encoding: encoding)
+        var partials = [Partial?](repeating: nil, count: chunks)
+        try partials.withUnsafeMutableBufferPointer { out in
+            try parallelFor(chunks) { c in
+                let start = c * chunk
+                let count = Swift.min(chunk, n - start)
+                var p = Partial(channels: perChannel ? rowLength : 0)
+                let byteStart = encoding.byteCount(elements: start)
+                let bytes = UnsafeRawBufferPointer(rebasing: data[byteStart..<byteStart + encoding.byteCount(elements: count)])
+                try accumulate(bytes, encoding: encoding, count: count, firstColumn: perChannel ? start % rowLength : 0,
+                               rowLength: perChannel ? rowLength : 0, shift: shift, into: &p)
+                out[c] = p
+                if !histogram { release?(byteStart..<byteStart + bytes.count) }
+            }
+        }
+        var total = Partial(channels: perChannel ? rowLength : 0)
+        for p in partials { total.merge(p!) }
+        result = total.finish(count: n, shift: shift, outliers: outliers)
+        if histogram { result.histogram = try histogramOf(data, encoding: encoding, count: n, min: result.min, max: result.max, release: release) }
+        return result
+    }
+
+    /// The first finite element, used as the shift that keeps the moment sums well conditioned.
+    static func firstValue(_ data: UnsafeRawBufferPointer, encoding: TensorEncoding) throws -> Double {
+        let g = encoding.decodeGranule
+        var buf = [Float](repeating: 0, count: g)
+        try buf.withUnsafeMutableBufferPointer { try encoding.decode(UnsafeRawBufferPointer(rebasing: data[0..<encoding.byteCount(elements: g)]), into: $0) }
+        return buf.first(where: { $0.isFinite }).map(Double.init) ?? 0
+    }
+
+    /// Per-chunk sums.
+    struct Partial {
+        var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
+        var finite = 0
+        var nan = 0, inf = 0, zeros = 0
+        var min = Float.infinity, max = -Float.infinity
+        var columnAbsMax: [Float]
+
+        init(channels: Int) { columnAbsMax = [Float](repeating: 0, count: channels) }
+
+        mutating func merge(_ o: Partial) {
+            s1 += o.s1; s2 += o.s2; s3 += o.s3; s4 += o.s4
+            finite += o.finite; nan += o.nan; inf += o.inf; zeros += o.zeros
+            min = Swift.min(min, o.min); max = Swift.max(max, o.max)
+            for i in columnAbsMax.indices { columnAbsMax[i] = Swift.max(columnAbsMax[i], o.columnAbsMax[i]) }
+        }
+
+        func finish(count: Int, shift: Double, outliers: Int) -> TensorStatistics {
+            var r = TensorStatistics()
+            r.count = count
+            r.nanCount = nan
+            r.infCount = inf
+            r.zeroCount = zeros
+            r.min = finite > 0 ? min : .nan
+            r.max = finite > 0 ? max : .nan
+            r.absMax = finite > 0 ? Swift.max(abs(min), abs(max)) : .nan
+            guard finite > 0 else { r.mean = .nan; r.std = .nan; r.kurtosis = .nan; return r }
+            let n = Double(finite)
+            let d = s1 / n
+            let m2 = Swift.max(0, s2 / n - d * d)
+            let m4 = s4 / n - 4 * d * s3 / n + 6 * d * d * s2 / n - 3 * d * d * d * d
+            r.mean = shift + d
+            r.std = m2.squareRoot()
+            r.kurtosis = m2 > 0 ? m4 / (m2 * m2) - 3 : 0
+            if !columnAbsMax.isEmpty, outliers > 0 {
+                let sorted = columnAbsMax.sorted()
+                let median = sorted[sorted.count / 2]
+                let top = columnAbsMax.indices.sorted { (columnAbsMax[$0], -$0) > (columnAbsMax[$1], -$1) }.prefix(outliers)
+                r.outlierChannels = top.map {
+                    OutlierChannel(channel: $0, absMax: columnAbsMax[$0], ratio: median > 0 ? columnAbsMax[$0] / median : .infinity)
+                }
+            }
+            return r
+        }
+    }
+
+    /// Accumulates `count` elements starting at column `firstColumn` of rows of `rowLength` (0: no channels).
+    static func accumulate(_ bytes: UnsafeRawBufferPointer, encoding: TensorEncoding, count: Int, firstColumn: Int,
+                           rowLength: Int, shift: Double, into p: inout Partial) throws {
+        switch encoding {
+        case .dtype(.f32):
+            run(F32Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
+        case .dtype(.bf16):
+            run(BF16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
+        case .dtype(.f16):
+            run(F16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
+        default:
+            var buf = [Float](repeating: 0, count: count)
+            try buf.withUnsafeMutableBufferPointer { b in
+                try encoding.decode(bytes, into: b)
+                run(F32Loader(base: UnsafeRawPointer(b.baseAddress!)), count: count, firstColumn: firstColumn,
+                    rowLength: rowLength, shift: Float(shift), into: &p)
+            }
+        }
+    }
+
+    /// The SIMD kernel: walks row segments so that column indices stay contiguous.
+    @inline(__always)
+    static func run<L: Loader>(_ loader: L, count: Int, firstColumn: Int, rowLength: Int, shift: Float, into p: inout Partial) {
+        var i = 0
+        var column = firstColumn
+        var columnAbsMax = p.columnAbsMax
+        p.columnAbsMax = []
+        defer { p.columnAbsMax = columnAbsMax }
+        columnAbsMax.withUnsafeMutableBufferPointer { cols in
+            while i < count {
+                let len = rowLength > 0 ? Swift.min(count - i, rowLength - column) : count - i
+                segment(loader, start: i, length: len, columns: rowLength > 0 ? cols.baseAddress! + column : nil, shift: shift, into: &p)
+                i += len
+                column = 0
+            }
+        }
+    }
+
+    /// Accumulates elements [start, start+length) whose column absmax slots begin at `columns`.
+    @inline(__always)
+    static func segment<L: Loader>(_ loader: L, start: Int, length: Int, columns: UnsafeMutablePointer<Float>?,
+                                   shift: Float, into p: inout Partial) {
+        let block = 4096
+        var b = 0
+        while b < length {
+            let len = Swift.min(block, length - b)
+            var s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>(), s4 = SIMD16<Float>()
+            var mn = SIMD16<Float>(repeating: .infinity), mx = SIMD16<Float>(repeating: -.infinity)
+            var zeros = SIMD16<Int32>()
+            let shiftV = SIMD16<Float>(repeating: shift)
+            var j = 0
+            while j + 16 <= len {
+                let x = loader.load16(start + b + j)
+                let d = x - shiftV
+                let d2 = d * d
+                s1 += d
+                s2 += d2
+                s3 += d2 * d
+                s4 += d2 * d2
+                mn = pointwiseMin(mn, x)
+                mx = pointwiseMax(mx, x)
+                zeros &-= unsafeBitCast(x .== 0, to: SIMD16<Int32>.self)
+                if let columns {
+                    let c = UnsafeMutableRawPointer(columns + b + j)
+                    let old = c.loadUnaligned(as: SIMD16<Float>.self)
+                    c.storeBytes(of: pointwiseMax(old, simdAbs(x)), as: SIMD16<Float>.self)
+                }
+                j += 16
+            }
+            var t1 = Double(s1.sum()), t2 = Double(s2.sum()), t3 = Double(s3.sum()), t4 = Double(s4.sum())
+            if t1.isFinite && t2.isFinite && t3.isFinite && t4.isFinite {
+                p.s1 += t1; p.s2 += t2; p.s3 += t3; p.s4 += t4
+                p.finite += j
+                p.zeros += Int(zeros.wrappedSum())
+                p.min = Swift.min(p.min, mn.min())
+                p.max = Swift.max(p.max, mx.max())
+            } else {
+                j = 0  // a NaN, an infinity or an f32 overflow: redo this block in double precision
+            }
+            t1 = 0; t2 = 0; t3 = 0; t4 = 0
+            while j < len {
+                let x = loader.load1(start + b + j)
+                if let columns, !x.isNaN { columns[b + j] = Swift.max(columns[b + j], abs(x)) }
+                if x.isNaN {
+                    p.nan += 1
+                } else if x.isInfinite {
+                    p.inf += 1
+                } else {
+                    let d = Double(x) - Double(shift)
+                    t1 += d; t2 += d * d; t3 += d * d * d; t4 += d * d * d * d
+                    p.finite += 1
+                    if x == 0 { p.zeros += 1 }
+                    p.min = Swift.min(p.min, x)
+                    p.max = Swift.max(p.max, x)
+                }
+                j += 1
+            }
+            p.s1 += t1; p.s2 += t2; p.s3 += t3; p.s4 += t4
+            b += len
+        }
+    }
+
+    /// Counts values into bins over [lo, hi] (a second streaming pass).
+    static func histogramOf(_ data: UnsafeRawBufferPointer, encoding: TensorEncoding, count n: Int, min lo: Float, max hi: Float,
+                            release: ((Range<Int>) -> Void)?) throws -> [Int] {
+        let bins = histogramBins
+        guard lo.isFinite, hi.isFinite else { return [Int](repeating: 0, count: bins) }
+        let granule = encoding.decodeGranule
+        let chunk = Swift.max(granule, chunkElements / granule * granule)
+        let chunks = (n + chunk - 1) / chunk
+        var partial = [[Int]](repeating: [], count: chunks)
+        let scale = hi > lo ? Float(bins) / (hi - lo) : 0
+        try partial.withUnsafeMutableBufferPointer { out in
+            try parallelFor(chunks) { c in
+                let start = c * chunk
+                let count = Swift.min(chunk, n - start)
+                var counts = [Int](repeating: 0, count: bins)
+                var buf = [Float](repeating: 0, count: count)
+                let byteStart = encoding.byteCount(elements: start)
+                let bytes = UnsafeRawBufferPointer(rebasing: data[byteStart..<byteStart + encoding.byteCount(elements: count)])
+                try buf.withUnsafeMutableBufferPointer { try encoding.decode(bytes, into: $0) }
+                for x in buf where x.isFinite {
+                    counts[Swift.min(bins - 1, Int((x - lo) * scale))] += 1
+                }
+                out[c] = counts
+                release?(byteStart..<byteStart + bytes.count)
+            }
+        }
+        var total = [Int](repeating: 0, count: bins)
+        for p in partial { for i in 0..<bins { total[i] += p[i] } }
+        return total
+    }
+}
+
+/// Reads elements of one stored type as `Float`.
+protocol Loader {
+    func load16(_ i: Int) -> SIMD16<Float>
+    func load1(_ i: Int) -> Float
+}
+
+struct F32Loader: Loader {
+    let base: UnsafeRawPointer
+    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> { base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) }
+    @inline(__always) func load1(_ i: Int) -> Float { base.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+}
+
+struct BF16Loader: Loader {
+    let base: UnsafeRawPointer
+    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> {
+        let h = base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<UInt16>.self)
+        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD16<Float>.self)
+    }
+    @inline(__always) func load1(_ i: Int) -> Float {
+        Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+    }
+}
+
+struct F16Loader: Loader {
+    let base: UnsafeRawPointer
+    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> {
+        SIMD16<Float>(base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<Float16>.self))
+    }
+    @inline(__always) func load1(_ i: Int) -> Float { Float(base.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
+}
+
+extension Range where Bound == Int {
+    func offset(by d: Int) -> Range<Int> { (lowerBound + d)..<(upperBound + d) }
+}
+
+/// |x| lane by lane (clears the sign bits).
+@inline(__always) func simdAbs(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: SIMD16<Float>.self)
+}

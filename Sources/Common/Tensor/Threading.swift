@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A mutual-exclusion lock (pthread mutex) for short critical sections.
+public final class Lock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` while holding the lock.
+    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+import Dispatch
+
+/// Runs `body(i)` for i in 0..<n on all cores and waits. `body` may capture mutable state; it must
+/// touch only what index i owns (or guard shared state with a `Lock`).
+public func parallelFor(_ n: Int, _ body: (Int) -> Void) {
+    guard n > 0 else { return }
+    if n == 1 { body(0); return }
+    withoutActuallyEscaping(body) { b in
+        nonisolated(unsafe) let b = b
+        DispatchQueue.concurrentPerform(iterations: n) { b($0) }
+    }
+}
+
+/// Like `parallelFor`, but `body` may throw: the error of the lowest index is rethrown after all finish.
+public func parallelFor(_ n: Int, throwing body: (Int) throws -> Void) throws {
+    let lock = Lock()
+    var failure: (index: Int, error: any Error)?
+    parallelFor(n) { i in
+        do { try body(i) } catch {
+            lock.withLock { if failure == nil || failure!.index > i { failure = (i, error) } }
+        }
+    }
+    if let failure { throw failure.error }
+}
