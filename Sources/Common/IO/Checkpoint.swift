@@ -93,10 +93,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let tensors: [CheckpointTensor]
     /// `__metadata__` of each safetensors file (nil entries where absent).
     public let safetensorsMetadata: [[(key: String, value: String)]?]
-#if QKIT_GGUF
     /// The GGUF file, when the checkpoint is one.
     public let gguf: GGUFFile?
-#endif
     /// `config.json` beside the checkpoint, when present and valid.
     public let config: JSONValue?
     /// The directory holding the checkpoint (for config.json and friends), if any.
@@ -112,9 +110,7 @@ public final class Checkpoint: @unchecked Sendable {
         var paths: [String] = []
         var tensors: [CheckpointTensor] = []
         var metadata: [[(key: String, value: String)]?] = []
-#if QKIT_GGUF
         var gguf: GGUFFile?
-#endif
         var kind = CheckpointKind.safetensors
         var directory: String?
         var ggufPath: String?
@@ -184,7 +180,6 @@ public final class Checkpoint: @unchecked Sendable {
             try addSafetensors(path)
         }
 
-#if QKIT_GGUF
         if let ggufPath {
             kind = .gguf
             let g = try GGUFFile(path: ggufPath)
@@ -197,9 +192,6 @@ public final class Checkpoint: @unchecked Sendable {
                                                 fileIndex: 0, fileRange: g.fileRange(t)))
             }
         }
-#else
-        if let ggufPath { throw IOError.notAFile(path: ggufPath) }
-#endif
 
         // Names must be unique across shards.
         var seen = Set<String>()
@@ -211,9 +203,7 @@ public final class Checkpoint: @unchecked Sendable {
         self.filePaths = paths
         self.tensors = tensors
         self.safetensorsMetadata = metadata
-#if QKIT_GGUF
         self.gguf = gguf
-#endif
         self.kind = kind
         self.directory = directory
         var byName: [String: Int] = [:]

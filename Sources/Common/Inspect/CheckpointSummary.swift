@@ -116,23 +116,18 @@ public struct CheckpointSummary: Sendable {
 
     /// Architecture facts from GGUF metadata (`{arch}.block_count` and friends).
     static func ggufArchitecture(_ ck: Checkpoint) -> ArchitectureSummary? {
-        #if QKIT_GGUF
-        guard let g = ck.gguf, let arch = g["general.architecture"]?.stringValue else { return nil }
+                guard let g = ck.gguf, let arch = g["general.architecture"]?.stringValue else { return nil }
         var a = ArchitectureSummary()
         a.family = arch
-        a.architecture = g["general.name"]?.stringValue
         a.layers = g["\(arch).block_count"]?.intValue
         a.hidden = g["\(arch).embedding_length"]?.intValue
         a.intermediate = g["\(arch).feed_forward_length"]?.intValue
         a.heads = g["\(arch).attention.head_count"]?.intValue
         a.kvHeads = g["\(arch).attention.head_count_kv"]?.intValue ?? a.heads
         a.headDim = g["\(arch).attention.key_length"]?.intValue ?? ((a.hidden != nil && (a.heads ?? 0) > 0) ? a.hidden! / a.heads! : nil)
-        a.vocab = g["\(arch).vocab_size"]?.intValue ?? g["tokenizer.ggml.tokens"]?.arrayCount
+        a.vocab = g["\(arch).vocab_size"]?.intValue ?? g["tokenizer.ggml.tokens"]?.arrayValue?.count
         a.tiedEmbeddings = ck["output.weight"] == nil
         a.contextLength = g["\(arch).context_length"]?.intValue
         return a
-        #else
-        return nil
-        #endif
-    }
+            }
 }

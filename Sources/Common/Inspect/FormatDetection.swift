@@ -198,9 +198,7 @@ public enum FormatDetector {
             for t in ck.tensors { counts[t.encoding.description, default: 0] += 1 }
             let types = counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key)×\($0.value)" }
             settings.append(("tensor types", types.joined(separator: " ")))
-#if QKIT_GGUF
             if let ft = ck.gguf?["general.file_type"]?.intValue { settings.append(("file type", ggufFileTypeName(ft))) }
-#endif
             return ("gguf", settings)
         }
         guard let first = quantized.first else {
