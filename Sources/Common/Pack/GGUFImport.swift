@@ -159,30 +159,15 @@ public enum GGUFImport {
             try values.withUnsafeBufferPointer { v in
                 try scratch.bytes.withUnsafeMutableBytes { b in
                     let src = UnsafeBufferPointer(rebasing: v[0..<m])
-                    switch dtype {
-                    case .f32:
+                    if dtype == .f32 {
                         try writer.write(UnsafeRawBufferPointer(src))
-                    case .f16:
-                        let o = b.bindMemory(to: UInt16.self)
-                        for i in 0..<m { o[i] = Float16(src[i]).bitPattern }
-                        try writer.write(UnsafeRawBufferPointer(rebasing: b[0..<2 * m]))
-                    default:
-                        let o = b.bindMemory(to: UInt16.self)
-                        for i in 0..<m { o[i] = bfloat16Bits(src[i]) }
+                    } else {
+                        Conversion.encode(src, as: dtype, into: b)
                         try writer.write(UnsafeRawBufferPointer(rebasing: b[0..<2 * m]))
                     }
                 }
             }
             row += n
         }
-    }
-
-    /// Float → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
-    @inline(__always)
-    static func bfloat16Bits(_ x: Float) -> UInt16 {
-        let u = x.bitPattern
-        if x.isNaN { return UInt16(u >> 16) | 0x40 }
-        let rounding = 0x7FFF + ((u >> 16) & 1)
-        return UInt16((u &+ rounding) >> 16)
     }
 }
