@@ -316,10 +316,10 @@ public final class GGUFFile: @unchecked Sendable {
         guard version == 2 || version == 3 else { throw .unsupportedVersion(version) }
         let tensorCount = try c.read(UInt64.self, "the tensor count")
         let kvCount = try c.read(UInt64.self, "the metadata count")
-        // Each tensor info takes at least 24 bytes, each key/value pair at least 14: counts that cannot fit
+        // Each tensor info takes at least 24 bytes, each key/value pair at least 13: counts that cannot fit
         // are refused before anything is allocated.
         guard tensorCount <= UInt64(c.remaining / 24) else { throw .tooManyTensors(tensorCount) }
-        guard kvCount <= UInt64(c.remaining / 14) else { throw .tooManyKeys(kvCount) }
+        guard kvCount <= UInt64(c.remaining / 13) else { throw .tooManyKeys(kvCount) }
 
         var metadata: [(key: String, value: GGUFValue)] = []
         metadata.reserveCapacity(Int(kvCount))
