@@ -1,1 +1,25 @@
-print("qbench: placeholder")
+// qbench: development benchmarks against the peers (not a user tool).
+// Each subcommand is one function in its own file; add a line to `subcommands` for a new one.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let subcommands: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
+    ("convert", "dtype conversion GB/s (bf16/f16 <-> f32 on 1 GiB; f8/f4), one thread, best of N [--size-mib 1024] [--reps 3] [--peer PYTHON]", runConvert),
+    ("json", "parse a 2 MB safetensors-style header: qkit vs json-c vs Foundation [--entries 17200] [--reps 5]", runJSON),
+]
+
+let argv = Array(CommandLine.arguments.dropFirst())
+if let name = argv.first, let command = subcommands.first(where: { $0.name == name }) {
+    do {
+        try command.run(Array(argv.dropFirst()))
+    } catch {
+        printError("qbench: \(error)")
+        exit(error is UsageError ? 64 : 1)
+    }
+} else {
+    var s = "usage: qbench SUBCOMMAND [options]\n"
+    for c in subcommands { s += "  \(c.name.padding(8))  \(c.summary)\n" }
+    printError(s, newline: false)
+    exit(argv.first == "help" || argv.first == "--help" ? 0 : 64)
+}

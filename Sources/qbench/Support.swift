@@ -1,0 +1,98 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A sink the optimiser cannot see through (shared/specs/swift.md §5.1).
+@inline(never) @_optimize(none)
+func blackHole<T>(_ x: T) {}
+
+/// Seconds on the monotonic clock.
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Best (smallest) wall time of `reps` runs of `body`, in seconds.
+func bestOf(_ reps: Int, _ body: () throws -> Void) rethrows -> Double {
+    var best = Double.infinity
+    for _ in 0..<max(1, reps) {
+        let t0 = now()
+        try body()
+        best = min(best, now() - t0)
+    }
+    return best
+}
+
+struct UsageError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Minimal option reader for the development targets: `--name value` pairs and bare flags.
+struct Options {
+    var values: [String: String] = [:]
+    var flags: Set<String> = []
+
+    init(_ args: [String], flags known: Set<String> = []) throws {
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            guard a.hasPrefix("--") else { throw UsageError(description: "unexpected argument '\(a)'") }
+            let key = String(a.dropFirst(2))
+            if let eq = key.firstIndex(of: "=") {
+                values[String(key[..<eq])] = String(key[key.index(after: eq)...])
+            } else if known.contains(key) {
+                flags.insert(key)
+            } else {
+                guard i + 1 < args.count else { throw UsageError(description: "option '\(a)' needs a value") }
+                values[key] = args[i + 1]
+                i += 1
+            }
+            i += 1
+        }
+    }
+
+    func int(_ key: String, _ def: Int) throws -> Int {
+        guard let v = values[key] else { return def }
+        guard let n = Int(v) else { throw UsageError(description: "--\(key): '\(v)' is not an integer") }
+        return n
+    }
+}
+
+extension String {
+    func padding(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+    func leftPadding(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+/// Prints rows as a left-aligned table (first row is the header).
+func printTable(_ rows: [[String]]) {
+    guard let first = rows.first else { return }
+    var widths = [Int](repeating: 0, count: first.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    for (k, r) in rows.enumerated() {
+        let line = r.enumerated().map { i, c in i == 0 ? c.padding(widths[i]) : c.leftPadding(widths[i]) }.joined(separator: "  ")
+        print(line)
+        if k == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+    }
+}
+
+func fmt(_ x: Double, _ digits: Int = 2) -> String {
+    guard x.isFinite else { return "-" }
+    var p = 1.0
+    for _ in 0..<digits { p *= 10 }
+    let r = (x * p).rounded() / p
+    var s = "\(r)"
+    if let dot = s.firstIndex(of: ".") {
+        let dec = s.distance(from: dot, to: s.endIndex) - 1
+        if dec < digits { s += String(repeating: "0", count: digits - dec) }
+    } else if digits > 0 {
+        s += "." + String(repeating: "0", count: digits)
+    }
+    return s
+}
+
+/// Writes a line to standard error.
+func printError(_ s: String, newline: Bool = true) {
+    var t = newline ? s + "\n" : s
+    t.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
