@@ -8,7 +8,7 @@ struct Qpack: ParsableCommand {
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         discussion: """
             Available now: --to safetensors with a GGUF file as IN (llama and qwen2 architectures): every tensor \
-            is dequantized (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K) and written as a Hugging Face \
+            is dequantized (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face \
             directory (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, \
             generation_config.json). The directory appears only when everything succeeded.
 
@@ -19,7 +19,7 @@ struct Qpack: ParsableCommand {
     @Argument(help: "Input: a .gguf file (for --to safetensors).")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: \(PackFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(name: .customLong("to"), help: "Output format (only safetensors is available yet).")
     var format: PackFormat
 
     @Option(help: "Element type of the written tensors: f32, f16 or bf16.")

@@ -270,3 +270,33 @@ private func json(_ path: String) throws -> JSONValue { try JSONParser.parse(try
         #expect(config["rope_theta"]?.doubleValue == ref["rope_theta"]?.doubleValue)
     }
 }
+
+@Suite struct GGUFTokenizerTests {
+    /// A Llama-2-style SentencePiece vocabulary without merges: BPE with byte fallback, merges rebuilt from scores.
+    @Test func sentencePieceFromScores() throws {
+        let dir = ggufTemporaryDirectory("spm")
+        defer { removeTree(dir) }
+        var tokens = ["<unk>", "<s>", "</s>"] + (0..<256).map { "<0x" + String($0, radix: 16, uppercase: true).padding(2) + ">" }
+        tokens += ["▁", "a", "b", "c", "ab", "▁a", "▁ab", "abc"]
+        let types: [GGUFValue] = tokens.indices.map { .int32($0 == 0 ? 2 : $0 < 3 ? 3 : $0 < 259 ? 6 : 1) }
+        let scores: [GGUFValue] = tokens.indices.map { .float32($0 < 259 ? 0 : -Float($0 - 259)) }
+        try writeGGUF(dir + "/v.gguf", metadata: [
+            ("tokenizer.ggml.model", .string("llama")), ("tokenizer.ggml.tokens", .array(.string, tokens.map { .string($0) })),
+            ("tokenizer.ggml.scores", .array(.float32, scores)), ("tokenizer.ggml.token_type", .array(.int32, types)),
+            ("tokenizer.ggml.bos_token_id", .uint32(1)), ("tokenizer.ggml.eos_token_id", .uint32(2)),
+            ("tokenizer.ggml.unknown_token_id", .uint32(0)),
+        ], tensors: [])
+        let v = try GGUFTokenizer.Vocabulary(try GGUFFile(path: dir + "/v.gguf"))
+        let j = try GGUFTokenizer.tokenizerJSON(v)
+        #expect(j["model"]?["byte_fallback"] == true && j["model"]?["unk_token"] == "<unk>")
+        #expect(j["model"]?["vocab"]?["<0x0A>"]?.intValue == 13)
+        // Every split into two vocabulary tokens, by the merged token's score: ▁a (-5), ▁ab (-6: ▁+ab, ▁a+b), abc (-7: ab+c).
+        #expect(j["model"]?["merges"] == [["a", "b"], ["▁", "a"], ["▁", "ab"], ["▁a", "b"], ["ab", "c"]])
+        #expect(j["added_tokens"]?.arrayValue?.count == 3 && j["normalizer"]?["normalizers"]?.arrayValue?.count == 2)
+        #expect(j["post_processor"]?["single"]?.arrayValue?.first?["SpecialToken"]?["id"] == "<s>")
+    }
+}
+
+extension String {
+    fileprivate func padding(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+}

@@ -171,8 +171,8 @@ public enum GGUFError: QKitError, Equatable {
             if v == 1 { "GGUF version 1 is not supported (only versions 2 and 3)" }
             else if v & 0xFFFF == 0 { "GGUF version \(v) is not supported (a big-endian file?)" }
             else { "GGUF version \(v) is not supported (only versions 2 and 3)" }
-        case .tooManyTensors(let n): "GGUF tensor count \(n) cannot fit in the file"
-        case .tooManyKeys(let n): "GGUF metadata count \(n) cannot fit in the file"
+        case .tooManyTensors(let n): "GGUF tensor count \(n) does not fit in the file (truncated or corrupt)"
+        case .tooManyKeys(let n): "GGUF metadata count \(n) does not fit in the file (truncated or corrupt)"
         case .stringTooLong(let n, let r): "GGUF string of \(n) bytes runs past the end of the file (\(r) bytes left)"
         case .invalidUTF8(let what): "\(what) is not valid UTF-8"
         case .emptyKey(let i): "GGUF metadata key \(i) is empty"

@@ -118,14 +118,23 @@ enum GGUFTokenizer {
         }
     }
 
-    /// Added tokens: control tokens (type 3) are special, user-defined ones (type 4) are not.
+    /// Whether token `i` is an added token: unknown (type 2) and control (3) ones are special, user-defined
+    /// ones (4) are not; normal (1), unused (5) and byte (6) tokens belong to the model.
+    static func added(_ v: Vocabulary, _ i: Int) -> (added: Bool, special: Bool) {
+        switch v.type(i) {
+        case 2, 3: (true, true)
+        case 4: (true, false)
+        default: (false, false)
+        }
+    }
+
     static func addedTokens(_ v: Vocabulary) -> [JSONValue] {
         var out: [JSONValue] = []
         for (i, t) in v.tokens.enumerated() {
-            let type = v.type(i)
-            guard type == 3 || type == 4 else { continue }
+            let a = added(v, i)
+            guard a.added else { continue }
             out.append(["id": .int(i), "content": .string(t), "single_word": false, "lstrip": false, "rstrip": false,
-                        "normalized": false, "special": .bool(type == 3)])
+                        "normalized": false, "special": .bool(a.special)])
         }
         return out
     }
@@ -257,11 +266,14 @@ enum GGUFTokenizer {
         for (i, t) in v.tokens.enumerated() where ids[t] == nil { ids[t] = i }
         var found: [(l: String, r: String, score: Double, li: Int, ri: Int, order: Int)] = []
         for (i, t) in v.tokens.enumerated() where ids[t] == i {
-            let chars = Array(t)
+            // Split by code point, as Python does (not by grapheme cluster).
+            let chars = Array(t.unicodeScalars)
             guard chars.count > 1 else { continue }
             var local: [(l: String, r: String, score: Double, li: Int, ri: Int, order: Int)] = []
             for k in 1..<chars.count {
-                let l = String(chars[..<k]), r = String(chars[k...])
+                var l = "", r = ""
+                l.unicodeScalars.append(contentsOf: chars[..<k])
+                r.unicodeScalars.append(contentsOf: chars[k...])
                 if let li = ids[l], let ri = ids[r] { local.append((l, r, v.scores[i], li, ri, k)) }
             }
             // Pieces ordered by their own scores, highest first (the split position breaks ties).
@@ -283,9 +295,9 @@ enum GGUFTokenizer {
         o["add_eos_token"] = .bool(v.addEOS ?? false)
         if v.model == "gpt2" { o["add_prefix_space"] = false }
         var decl = JSONObject()
-        for (i, t) in v.tokens.enumerated() where v.type(i) == 3 || v.type(i) == 4 {
+        for (i, t) in v.tokens.enumerated() where added(v, i).added {
             decl.members.append((String(i), ["content": .string(t), "lstrip": false, "normalized": false, "rstrip": false,
-                                             "single_word": false, "special": .bool(v.type(i) == 3)]))
+                                             "single_word": false, "special": .bool(added(v, i).special)]))
         }
         o["added_tokens_decoder"] = .object(decl)
         func tok(_ id: Int?) -> JSONValue { id.map { .string(v.tokens[$0]) } ?? nil }
