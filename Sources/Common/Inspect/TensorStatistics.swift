@@ -207,13 +207,15 @@ public enum StatisticsEngine {
                 s2 += d2
                 s3 += d2 * d
                 s4 += d2 * d2
-                mn = pointwiseMin(mn, x)
-                mx = pointwiseMax(mx, x)
+                mn.replace(with: x, where: x .< mn)
+                mx.replace(with: x, where: x .> mx)
                 zeros &-= unsafeBitCast(x .== 0, to: SIMD16<Int32>.self)
                 if let columns {
                     let c = UnsafeMutableRawPointer(columns + b + j)
-                    let old = c.loadUnaligned(as: SIMD16<Float>.self)
-                    c.storeBytes(of: pointwiseMax(old, simdAbs(x)), as: SIMD16<Float>.self)
+                    var old = c.loadUnaligned(as: SIMD16<Float>.self)
+                    let ax = simdAbs(x)
+                    old.replace(with: ax, where: ax .> old)
+                    c.storeBytes(of: old, as: SIMD16<Float>.self)
                 }
                 j += 16
             }

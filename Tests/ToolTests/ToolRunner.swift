@@ -1,0 +1,75 @@
+import Foundation
+
+/// Runs the built tools as a user would and captures what they print.
+enum Tool {
+    /// The package root, from this file's location.
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// Where `swift build` put the binaries of a configuration.
+    static func binDirectory(_ configuration: String) -> String { root + "/.build/\(configuration)" }
+
+    /// Real-model assets (fetched by scripts/fetch-assets.sh).
+    static let assets: String = ProcessInfo.processInfo.environment["QKIT_ASSETS"] ?? (NSHomeDirectory() + "/.cache/qkit-assets")
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs `tool` (from the debug build unless `release`) with `arguments`, feeding `stdin` if given.
+    static func run(_ tool: String, _ arguments: [String], stdin: Data? = nil, release: Bool = false) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binDirectory(release ? "release" : "debug") + "/" + tool)
+        p.arguments = arguments
+        // Output goes to files: no pipe can fill up and block the tool.
+        let scratch = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        FileManager.default.createFile(atPath: scratch + "/out", contents: nil)
+        FileManager.default.createFile(atPath: scratch + "/err", contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/out"))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/err"))
+        p.standardOutput = out
+        p.standardError = err
+        if let stdin {
+            try stdin.write(to: URL(fileURLWithPath: scratch + "/in"))
+            // A pipe, not a file, so the tool's spooling path is what runs.
+            let input = Pipe()
+            p.standardInput = input
+            try p.run()
+            let h = input.fileHandleForWriting
+            h.write(stdin)
+            try h.close()
+        } else {
+            p.standardInput = FileHandle.nullDevice
+            try p.run()
+        }
+        p.waitUntilExit()
+        try out.close()
+        try err.close()
+        let o = try Data(contentsOf: URL(fileURLWithPath: scratch + "/out"))
+        let e = try Data(contentsOf: URL(fileURLWithPath: scratch + "/err"))
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// A fresh scratch directory.
+    static func temporaryDirectory() -> String {
+        let path = NSTemporaryDirectory() + "qkit-tool-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A safetensors file with the given header text and data bytes.
+    static func safetensors(header: String, data: [UInt8]) -> Data {
+        var d = Data()
+        let h = Array(header.utf8)
+        withUnsafeBytes(of: UInt64(h.count).littleEndian) { d.append(contentsOf: $0) }
+        d.append(contentsOf: h)
+        d.append(contentsOf: data)
+        return d
+    }
+}
