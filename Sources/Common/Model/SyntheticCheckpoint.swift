@@ -200,7 +200,7 @@ struct SyntheticTensor: Sendable {
 /// Writes and reproduces synthetic checkpoints.
 ///
 /// Every value is a pure function of (seed, tensor name, element index): a counter-based generator
-/// (SplitMix64 of the index offset by a key hashed from seed and name) feeds a Gaussian scale mixture
+/// (two 32-bit "lowbias32" mixes of the index xor keys hashed from seed and name) feeds a Gaussian scale mixture
 /// (a 3-uniform Irwin–Hall core times one of 7 scales from 0.25 to 2, and ×4 for one element in 1024), which
 /// has Student-t-like tails (kurtosis ≈ 6). The bytes are therefore identical whatever the thread count.
 public enum SyntheticCheckpoint {
@@ -420,35 +420,67 @@ struct Generator: Sendable {
         }
     }
 
-    /// One raw mixture sample from 64 random bits.
+    /// One raw mixture sample from 64 random bits (two 32-bit words, so that the loop vectorises).
     @inline(__always)
-    static func sample(_ h: UInt64) -> Float {
-        let k = (h & 3) + ((h >> 2) & 3)
-        let spike: Float = (h >> 4) & 0x3FF == 0 ? 4 : 1
-        let u1 = Float(UInt32(truncatingIfNeeded: (h >> 16) & 0xFFFF))
-        let u2 = Float(UInt32(truncatingIfNeeded: (h >> 32) & 0xFFFF))
-        let u3 = Float(UInt32(truncatingIfNeeded: h >> 48))
+    static func sample(_ lo: UInt32, _ hi: UInt32) -> Float {
+        let k = (lo & 3) &+ ((lo &>> 2) & 3)
+        let spike: Float = (lo &>> 4) & 0x3FF == 0 ? 4 : 1
+        let u1 = Float(Int32(bitPattern: lo &>> 16))
+        let u2 = Float(Int32(bitPattern: hi & 0xFFFF))
+        let u3 = Float(Int32(bitPattern: hi &>> 16))
         let core = (u1 + u2 + u3 + 1.5) * 0x1p-16 - 1.5
-        return core * mixtureScale(k) * spike
+        let s = Float(bitPattern: (125 &+ (k &>> 1)) &<< 23 | (k & 1) &<< 22)
+        return core * s * spike
     }
 
-    /// Writes elements `range` (flat, row-major) to `dst`.
+    /// A 32-bit bijective mixer ("lowbias32", C. Wellons), vectorisable.
+    @inline(__always)
+    static func mix32(_ x: UInt32) -> UInt32 {
+        var x = x
+        x ^= x &>> 16
+        x = x &* 0x21F0_AAAD
+        x ^= x &>> 15
+        x = x &* 0xD35A_2D97
+        x ^= x &>> 15
+        return x
+    }
+
+    /// Writes elements `range` (flat, row-major) to `dst`. Element i's value depends only on the tensor's key and i.
     func fill(_ range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
-        let key = self.key, scale = self.scale, offset = self.offset
+        // Split at multiples of 2^32 so that the per-element counter is 32 bits (the high part goes into the keys).
+        var lo = range.lowerBound
+        var d = dst
+        while lo < range.upperBound {
+            let segmentEnd = min(range.upperBound, (lo >> 32 + 1) << 32)
+            let k = splitmix64(key ^ UInt64(lo >> 32))
+            fillSegment(lo..<segmentEnd, k1: UInt32(truncatingIfNeeded: k), k2: UInt32(truncatingIfNeeded: k >> 32), into: d)
+            d += segmentEnd - lo
+            lo = segmentEnd
+        }
+    }
+
+    private func fillSegment(_ range: Range<Int>, k1: UInt32, k2: UInt32, into dst: UnsafeMutablePointer<Float>) {
+        let scale = self.scale, offset = self.offset
+        let first = UInt32(truncatingIfNeeded: range.lowerBound)
         if columnScale.isEmpty {
-            for i in range {
-                dst[i - range.lowerBound] = offset + scale * Self.sample(splitmix64(key &+ UInt64(i)))
+            for j in 0..<range.count {
+                let x = first &+ UInt32(truncatingIfNeeded: j)
+                dst[j] = offset + scale * Self.sample(Self.mix32(x ^ k1), Self.mix32(x ^ k2))
             }
             return
         }
         columnScale.withUnsafeBufferPointer { cs in
+            let csp = cs.baseAddress!
             var i = range.lowerBound
             var col = i % cols
             var d = dst
             while i < range.upperBound {
                 let run = min(cols - col, range.upperBound - i)
+                let x0 = UInt32(truncatingIfNeeded: i)
+                let c = csp + col
                 for j in 0..<run {
-                    d[j] = scale * cs[col + j] * Self.sample(splitmix64(key &+ UInt64(i + j)))
+                    let x = x0 &+ UInt32(truncatingIfNeeded: j)
+                    d[j] = scale * c[j] * Self.sample(Self.mix32(x ^ k1), Self.mix32(x ^ k2))
                 }
                 d += run
                 i += run
