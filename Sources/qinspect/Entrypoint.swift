@@ -7,10 +7,42 @@ struct QInspect: ParsableCommand {
         commandName: "qinspect",
         abstract: "Show what is in a checkpoint: tensors, dtypes, shapes, quantization format, statistics, differences.",
         discussion: """
-            PATH is a safetensors file, a sharded checkpoint's model.safetensors.index.json, a model directory, \
-            a GGUF file, or - for standard input. Listing and --summary read headers only. \
-            Exit status: 0 success, 64 usage, 65 malformed input (or --verify found a problem), 66 missing input, 74 I/O error.
+            PATH is a safetensors file, a sharded checkpoint's model.safetensors.index.json, a model directory \
+            (model.safetensors.index.json, model.safetensors, any *.safetensors, or one *.gguf), a GGUF file, or - for \
+            standard input (a pipe is spooled to an unlinked temporary file, so memory stays bounded). Listing and \
+            --summary read headers only. --stats, --hist, --diff and --verify stream the data through mmap in parallel \
+            chunks and release pages as they go.
+
+            Every file is validated as strictly as the reference safetensors implementation, and duplicate tensor \
+            names are refused too (see qkit(5)).
+
+            --summary prints the architecture (from config.json or GGUF metadata), parameters and bytes per group \
+            (embeddings, attention, mlp, norms, lm_head, other), bytes per dtype, the detected quantization format \
+            (none, qkit, awq-gemm, awq-gemv, gptq-v1/v2 with act-order, compressed-tensors pack-quantized, \
+            int-quantized, float-quantized, nvfp4-pack-quantized, fp8-block, gguf types) and the bits per weight of \
+            the quantized weights, scales and zero points included.
+
+            --stats reports per tensor: min, max, mean, std, absmax, zeros, NaN and Inf counts, excess kurtosis \
+            (0 for a normal distribution) and the three input channels (last dimension) with the largest absolute \
+            value, as channel x ratio to the median channel absmax.
+
+            --diff A B compares tensors of the same name over decoded values: max |a-b|, relative error |a-b|/|a| \
+            and SQNR 10 log10(|a|^2 / |a-b|^2) in dB; added, removed and shape-changed tensors are listed.
+
+            EXAMPLES:
+              qinspect model/
+              qinspect --summary model.gguf
+              qinspect --stats --hist --hist-scale log --filter '*layers.0.*' model/
+              qinspect --jsonl model/ | jq -r 'select(.dtype == "BF16") | .name'
+              qinspect --diff model-f32/ model-bf16/
+              cat model.safetensors | qinspect --stats -
+              qinspect --verify model/ && echo clean
+
+            EXIT STATUS:
+              0 success; 64 usage error; 65 malformed input, or --verify found a problem; 66 missing input; \
+            74 I/O error. Errors are one line on standard error: qinspect: PATH: what is wrong.
             """)
+
 
     @Argument(help: "Checkpoints to inspect (file, directory, index, .gguf, or - for stdin).")
     var paths: [String] = []
@@ -64,6 +96,15 @@ struct QInspect: ParsableCommand {
                     if json { print(result.json(path: p).serialized(indent: 2)) } else if !quiet || !result.isClean { print(result.text(path: p), terminator: "") }
                 }
                 if !clean { throw VerifyFailed() }
+                return
+            }
+            if options.output == .json && paths.count > 1 {
+                // One document for several checkpoints: an array of their reports.
+                let docs = try paths.map { p in
+                    let inspector = Inspector(checkpoint: try Checkpoint(path: p), options: options)
+                    return JSONValue.object(try inspector.document(inspector.selected))
+                }
+                print(JSONValue.array(docs).serialized(indent: 2))
                 return
             }
             for (i, p) in paths.enumerated() {
