@@ -16,7 +16,7 @@ struct Qpack: ParsableCommand {
             (EX_UNAVAILABLE) and writes nothing.
             """)
 
-    @Argument(help: "Input: a .gguf file (for --to safetensors).")
+    @Argument(help: "Input: a .gguf file, or - for standard input (for --to safetensors).")
     var input: String
 
     @Option(name: .customLong("to"), help: "Output format (only safetensors is available yet).")
@@ -46,7 +46,7 @@ struct Qpack: ParsableCommand {
                 guard let n = parseByteSize(s) else { throw UsageError("--max-shard-size: cannot read '\(s)' (use e.g. 5GB or 500MB)") }
                 return n
             }
-            guard input.lowercased().hasSuffix(".gguf") || (fileExists(input) && !isDirectory(input) && looksLikeGGUF(input)) else {
+            guard input == "-" || input.lowercased().hasSuffix(".gguf") || (fileExists(input) && !isDirectory(input) && looksLikeGGUF(input)) else {
                 throw UsageError("--to safetensors needs a .gguf file as input (other inputs are not available yet)")
             }
             try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard,
