@@ -35,7 +35,7 @@ let package = Package(
         // Development targets, not user tools: benchmarks against the peers, synthetic checkpoints.
         .executableTarget(name: "qbench", dependencies: ["Common", "CJSONC"], swiftSettings: fastMath),
         .executableTarget(name: "qsynth", dependencies: ["Common"]),
-        .testTarget(name: "CommonTests", dependencies: ["Common"], swiftSettings: fastMath),
+        .testTarget(name: "CommonTests", dependencies: ["Common"], exclude: ["Fixtures"], swiftSettings: fastMath),
         .testTarget(name: "ToolTests", dependencies: ["Common"]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,6 +6,9 @@ import Glibc
 
 let subcommands: [(name: String, summary: String, run: ([String]) throws -> Void)] = [
     ("convert", "dtype conversion GB/s (bf16/f16 <-> f32 on 1 GiB; f8/f4), one thread, best of N [--size-mib 1024] [--reps 3] [--peer PYTHON]", runConvert),
+    ("list", "list a checkpoint (headers only): qinspect vs the python safetensors package, whole processes [--peer PYTHON] [--reps 20]", runList),
+    ("stats", "qinspect --stats vs the same statistics in numpy over np.memmap, GB/s and fraction of read bandwidth [--peer PYTHON] [--reps 3]", runStats),
+    ("kernel", "the statistics kernel alone on 1 GiB of bf16 in memory [--reps 3]", runKernel),
     ("json", "parse a 2 MB safetensors-style header: qkit vs json-c vs Foundation [--entries 17200] [--reps 5]", runJSON),
 ]
 

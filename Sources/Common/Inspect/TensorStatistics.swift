@@ -39,24 +39,28 @@ public struct OutlierChannel: Sendable, Equatable {
 public enum StatisticsEngine {
     /// Elements per chunk (rounded to whole rows when rows are shorter).
     static let chunkElements = 1 << 20
+    /// Elements read and processed at once inside a chunk (a multiple of every decode granule).
+    static let subChunkElements = 1 << 17
     /// Histogram bins when one is asked for.
     public static let histogramBins = 32
 
-    /// Computes the statistics of `tensor` in `checkpoint`.
+    /// Computes the statistics of `tensor` in `checkpoint`, reading it chunk by chunk with pread(2).
     /// - Parameters:
     ///   - histogram: also count values into `histogramBins` bins over [min, max] (a second pass).
     ///   - outliers: how many outlier channels to report.
     public static func compute(_ tensor: CheckpointTensor, in checkpoint: Checkpoint, histogram: Bool = false,
-                               outliers: Int = 3, releasePages: Bool = true) throws -> TensorStatistics {
-        let data = checkpoint.data(tensor)
-        let file = checkpoint.files[tensor.fileIndex]
-        return try compute(data: data, encoding: tensor.encoding, shape: tensor.shape, histogram: histogram,
-                           outliers: outliers, release: releasePages ? { r in file.release(r.offset(by: tensor.fileRange.lowerBound)) } : nil)
+                               outliers: Int = 3) throws -> TensorStatistics {
+        let source = ByteSource(file: checkpoint.files[tensor.fileIndex], range: tensor.fileRange)
+        return try compute(source: source, encoding: tensor.encoding, shape: tensor.shape, histogram: histogram, outliers: outliers)
     }
 
     /// Computes statistics of raw `data` holding a tensor of `encoding` and `shape`.
     public static func compute(data: UnsafeRawBufferPointer, encoding: TensorEncoding, shape: [Int], histogram: Bool = false,
-                               outliers: Int = 3, release: ((Range<Int>) -> Void)? = nil) throws -> TensorStatistics {
+                               outliers: Int = 3) throws -> TensorStatistics {
+        try compute(source: ByteSource(memory: data), encoding: encoding, shape: shape, histogram: histogram, outliers: outliers)
+    }
+
+    static func compute(source: ByteSource, encoding: TensorEncoding, shape: [Int], histogram: Bool, outliers: Int) throws -> TensorStatistics {
         let n = elementCount(shape) ?? 0
         var result = TensorStatistics()
         guard n > 0, encoding.canDecode else { return result }
@@ -72,25 +76,31 @@ public enum StatisticsEngine {
         }
         if perChannel, rowLength > chunkElements, rowLength % granule != 0 { chunk = rowLength }
         let chunks = (n + chunk - 1) / chunk
-        let shift = try firstValue(data, encoding: encoding)
+        let shift = try source.with(0..<encoding.byteCount(elements: granule)) { try firstValue($0, encoding: encoding) }
         var partials = [Partial?](repeating: nil, count: chunks)
         try partials.withUnsafeMutableBufferPointer { out in
             try parallelFor(chunks) { c in
                 let start = c * chunk
                 let count = Swift.min(chunk, n - start)
                 var p = Partial(channels: perChannel ? rowLength : 0)
-                let byteStart = encoding.byteCount(elements: start)
-                let bytes = UnsafeRawBufferPointer(rebasing: data[byteStart..<byteStart + encoding.byteCount(elements: count)])
-                try accumulate(bytes, encoding: encoding, count: count, firstColumn: perChannel ? start % rowLength : 0,
-                               rowLength: perChannel ? rowLength : 0, shift: shift, into: &p)
+                // Sub-chunks small enough that a read lands in L2 and the kernel finds it there.
+                var s = start
+                while s < start + count {
+                    let m = Swift.min(subChunkElements, start + count - s)
+                    let byteStart = encoding.byteCount(elements: s)
+                    try source.with(byteStart..<byteStart + encoding.byteCount(elements: m)) { bytes in
+                        try accumulate(bytes, encoding: encoding, count: m, firstColumn: perChannel ? s % rowLength : 0,
+                                       rowLength: perChannel ? rowLength : 0, shift: shift, into: &p)
+                    }
+                    s += m
+                }
                 out[c] = p
-                if !histogram { release?(byteStart..<byteStart + bytes.count) }
             }
         }
         var total = Partial(channels: perChannel ? rowLength : 0)
         for p in partials { total.merge(p!) }
         result = total.finish(count: n, shift: shift, outliers: outliers)
-        if histogram { result.histogram = try histogramOf(data, encoding: encoding, count: n, min: result.min, max: result.max, release: release) }
+        if histogram { result.histogram = try histogramOf(source, encoding: encoding, count: n, min: result.min, max: result.max) }
         return result
     }
 
@@ -154,7 +164,7 @@ public enum StatisticsEngine {
         switch encoding {
         case .dtype(.f32):
             run(F32Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
-        case .dtype(.bf16):
+        case .dtype(.bf16) where rowLength % 2 == 0 && firstColumn % 2 == 0:
             run(BF16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
         case .dtype(.f16):
             run(F16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
@@ -175,47 +185,77 @@ public enum StatisticsEngine {
         var column = firstColumn
         var columnAbsMax = p.columnAbsMax
         p.columnAbsMax = []
-        defer { p.columnAbsMax = columnAbsMax }
+        // Interleaving loaders deliver even and odd elements apart; their column maxima are kept apart too.
+        let half = L.interleaved && rowLength > 0 ? (rowLength + 1) / 2 : 0
+        var evenOdd = [Float](repeating: 0, count: 2 * half)
         columnAbsMax.withUnsafeMutableBufferPointer { cols in
-            while i < count {
-                let len = rowLength > 0 ? Swift.min(count - i, rowLength - column) : count - i
-                segment(loader, start: i, length: len, columns: rowLength > 0 ? cols.baseAddress! + column : nil, shift: shift, into: &p)
-                i += len
-                column = 0
+            evenOdd.withUnsafeMutableBufferPointer { eo in
+                while i < count {
+                    let len = rowLength > 0 ? Swift.min(count - i, rowLength - column) : count - i
+                    var a: UnsafeMutablePointer<Float>?
+                    var b: UnsafeMutablePointer<Float>?
+                    if rowLength > 0 {
+                        if L.interleaved {
+                            a = eo.baseAddress! + column / 2
+                            b = eo.baseAddress! + half + column / 2
+                        } else {
+                            a = cols.baseAddress! + column
+                            b = a! + 8
+                        }
+                    }
+                    segment(loader, start: i, length: len, columnsA: a, columnsB: b, shift: shift, into: &p)
+                    i += len
+                    column = 0
+                }
             }
         }
+        if half > 0 {
+            for c in 0..<rowLength { columnAbsMax[c] = Swift.max(columnAbsMax[c], evenOdd[c % 2 == 0 ? c / 2 : half + c / 2]) }
+        }
+        p.columnAbsMax = columnAbsMax
     }
 
-    /// Accumulates elements [start, start+length) whose column absmax slots begin at `columns`.
+    /// Accumulates elements [start, start+length) of one row segment. Column maxima go to `columnsA`/`columnsB`:
+    /// for natural loaders A holds the segment's columns (B = A + 8); for interleaving loaders A holds its even
+    /// columns and B its odd ones, both indexed by column / 2. Segments of interleaving loaders start at an even column.
     @inline(__always)
-    static func segment<L: Loader>(_ loader: L, start: Int, length: Int, columns: UnsafeMutablePointer<Float>?,
-                                   shift: Float, into p: inout Partial) {
+    static func segment<L: Loader>(_ loader: L, start: Int, length: Int, columnsA: UnsafeMutablePointer<Float>?,
+                                   columnsB: UnsafeMutablePointer<Float>?, shift: Float, into p: inout Partial) {
         let block = 4096
         var b = 0
+        let mask = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
         while b < length {
             let len = Swift.min(block, length - b)
-            var s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>(), s4 = SIMD16<Float>()
-            var mn = SIMD16<Float>(repeating: .infinity), mx = SIMD16<Float>(repeating: -.infinity)
-            var zeros = SIMD16<Int32>()
-            let shiftV = SIMD16<Float>(repeating: shift)
+            var s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>(), s4 = SIMD8<Float>()
+            var mn = SIMD8<Float>(repeating: .infinity), mx = SIMD8<Float>(repeating: -.infinity)
+            var zeros = SIMD8<Int32>()
+            let shiftV = SIMD8<Float>(repeating: shift)
             var j = 0
             while j + 16 <= len {
-                let x = loader.load16(start + b + j)
-                let d = x - shiftV
-                let d2 = d * d
-                s1 += d
-                s2 += d2
-                s3 += d2 * d
-                s4 += d2 * d2
+                let (x, y) = loader.load16(start + b + j)
+                // Both vectors, written out: a loop over an array literal would allocate.
+                var d = x - shiftV
+                var d2 = d * d
+                s1 += d; s2 += d2; s3.addProduct(d2, d); s4.addProduct(d2, d2)
                 mn.replace(with: x, where: x .< mn)
                 mx.replace(with: x, where: x .> mx)
-                zeros &-= unsafeBitCast(x .== 0, to: SIMD16<Int32>.self)
-                if let columns {
-                    let c = UnsafeMutableRawPointer(columns + b + j)
-                    var old = c.loadUnaligned(as: SIMD16<Float>.self)
-                    let ax = simdAbs(x)
-                    old.replace(with: ax, where: ax .> old)
-                    c.storeBytes(of: old, as: SIMD16<Float>.self)
+                zeros &-= unsafeBitCast(x .== 0, to: SIMD8<Int32>.self)
+                d = y - shiftV
+                d2 = d * d
+                s1 += d; s2 += d2; s3.addProduct(d2, d); s4.addProduct(d2, d2)
+                mn.replace(with: y, where: y .< mn)
+                mx.replace(with: y, where: y .> mx)
+                zeros &-= unsafeBitCast(y .== 0, to: SIMD8<Int32>.self)
+                if let columnsA, let columnsB {
+                    let off = L.interleaved ? (b + j) / 2 : b + j
+                    let pa = UnsafeMutableRawPointer(columnsA + off), pb = UnsafeMutableRawPointer(columnsB + off)
+                    var ca = pa.loadUnaligned(as: SIMD8<Float>.self), cb = pb.loadUnaligned(as: SIMD8<Float>.self)
+                    let ax = unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & mask, to: SIMD8<Float>.self)
+                    let ay = unsafeBitCast(unsafeBitCast(y, to: SIMD8<UInt32>.self) & mask, to: SIMD8<Float>.self)
+                    ca.replace(with: ax, where: ax .> ca)
+                    cb.replace(with: ay, where: ay .> cb)
+                    pa.storeBytes(of: ca, as: SIMD8<Float>.self)
+                    pb.storeBytes(of: cb, as: SIMD8<Float>.self)
                 }
                 j += 16
             }
@@ -232,7 +272,16 @@ public enum StatisticsEngine {
             t1 = 0; t2 = 0; t3 = 0; t4 = 0
             while j < len {
                 let x = loader.load1(start + b + j)
-                if let columns, !x.isNaN { columns[b + j] = Swift.max(columns[b + j], abs(x)) }
+                if let columnsA, let columnsB, !x.isNaN {
+                    let k = b + j
+                    let slot: UnsafeMutablePointer<Float>
+                    if L.interleaved {
+                        slot = (k % 2 == 0 ? columnsA : columnsB) + k / 2
+                    } else {
+                        slot = columnsA + k
+                    }
+                    slot.pointee = Swift.max(slot.pointee, abs(x))
+                }
                 if x.isNaN {
                     p.nan += 1
                 } else if x.isInfinite {
@@ -253,8 +302,7 @@ public enum StatisticsEngine {
     }
 
     /// Counts values into bins over [lo, hi] (a second streaming pass).
-    static func histogramOf(_ data: UnsafeRawBufferPointer, encoding: TensorEncoding, count n: Int, min lo: Float, max hi: Float,
-                            release: ((Range<Int>) -> Void)?) throws -> [Int] {
+    static func histogramOf(_ source: ByteSource, encoding: TensorEncoding, count n: Int, min lo: Float, max hi: Float) throws -> [Int] {
         let bins = histogramBins
         guard lo.isFinite, hi.isFinite else { return [Int](repeating: 0, count: bins) }
         let granule = encoding.decodeGranule
@@ -269,13 +317,13 @@ public enum StatisticsEngine {
                 var counts = [Int](repeating: 0, count: bins)
                 var buf = [Float](repeating: 0, count: count)
                 let byteStart = encoding.byteCount(elements: start)
-                let bytes = UnsafeRawBufferPointer(rebasing: data[byteStart..<byteStart + encoding.byteCount(elements: count)])
-                try buf.withUnsafeMutableBufferPointer { try encoding.decode(bytes, into: $0) }
+                try source.with(byteStart..<byteStart + encoding.byteCount(elements: count)) { bytes in
+                    try buf.withUnsafeMutableBufferPointer { try encoding.decode(bytes, into: $0) }
+                }
                 for x in buf where x.isFinite {
                     counts[Swift.min(bins - 1, Int((x - lo) * scale))] += 1
                 }
                 out[c] = counts
-                release?(byteStart..<byteStart + bytes.count)
             }
         }
         var total = [Int](repeating: 0, count: bins)
@@ -284,23 +332,31 @@ public enum StatisticsEngine {
     }
 }
 
-/// Reads elements of one stored type as `Float`.
+/// Reads elements of one stored type as `Float`, 16 at a time as two vectors.
 protocol Loader {
-    func load16(_ i: Int) -> SIMD16<Float>
+    /// Elements i..<i+16: the first eight and the last eight, or (interleaved) the even and the odd ones.
+    func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
     func load1(_ i: Int) -> Float
+    /// Whether `load16` returns even- and odd-indexed elements rather than two halves.
+    static var interleaved: Bool { get }
 }
 
 struct F32Loader: Loader {
     let base: UnsafeRawPointer
-    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> { base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) }
+    static var interleaved: Bool { false }
+    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        (base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self))
+    }
     @inline(__always) func load1(_ i: Int) -> Float { base.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
 }
 
+/// bf16 pairs read as one 32-bit word: the even element is the low half (<< 16), the odd one the high half.
 struct BF16Loader: Loader {
     let base: UnsafeRawPointer
-    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> {
-        let h = base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<UInt16>.self)
-        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD16<Float>.self)
+    static var interleaved: Bool { true }
+    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let w = base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt32>.self)
+        return (unsafeBitCast(w &<< 16, to: SIMD8<Float>.self), unsafeBitCast(w & 0xFFFF_0000, to: SIMD8<Float>.self))
     }
     @inline(__always) func load1(_ i: Int) -> Float {
         Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
@@ -309,17 +365,48 @@ struct BF16Loader: Loader {
 
 struct F16Loader: Loader {
     let base: UnsafeRawPointer
-    @inline(__always) func load16(_ i: Int) -> SIMD16<Float> {
-        SIMD16<Float>(base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<Float16>.self))
+    static var interleaved: Bool { false }
+    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        (SIMD8<Float>(base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<Float16>.self)),
+         SIMD8<Float>(base.loadUnaligned(fromByteOffset: 2 * i + 16, as: SIMD8<Float16>.self)))
     }
     @inline(__always) func load1(_ i: Int) -> Float { Float(base.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
 }
 
-extension Range where Bound == Int {
-    func offset(by d: Int) -> Range<Int> { (lowerBound + d)..<(upperBound + d) }
-}
+/// A tensor's bytes: in memory, or in a file read chunk by chunk into pooled buffers.
+struct ByteSource: @unchecked Sendable {
+    let memory: UnsafeRawBufferPointer?
+    let file: MappedFile?
+    let fileRange: Range<Int>
+    let pool: ScratchPool?
 
-/// |x| lane by lane (clears the sign bits).
-@inline(__always) func simdAbs(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: SIMD16<Float>.self)
+    init(memory: UnsafeRawBufferPointer) {
+        self.memory = memory
+        file = nil
+        fileRange = 0..<memory.count
+        pool = nil
+    }
+
+    init(file: MappedFile, range: Range<Int>) {
+        memory = nil
+        self.file = file
+        fileRange = range
+        // Big enough for a chunk of the widest element type (f64 × chunkElements).
+        pool = ScratchPool(byteCount: 8 * StatisticsEngine.chunkElements + 64)
+        // (The histogram pass reads whole chunks; the statistics pass reads sub-chunks.)
+    }
+
+    /// Calls `body` with the bytes of `range` (relative to the tensor).
+    func with<T>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+        if let memory { return try body(UnsafeRawBufferPointer(rebasing: memory[range])) }
+        let file = file!, pool = pool!
+        if range.count > pool.byteCount {
+            // A chunk this large happens only for a single row longer than a chunk: map it instead.
+            return try body(UnsafeRawBufferPointer(rebasing: file.bytes[(fileRange.lowerBound + range.lowerBound)..<(fileRange.lowerBound + range.upperBound)]))
+        }
+        return try pool.withBuffer { buf in
+            try file.read((fileRange.lowerBound + range.lowerBound)..<(fileRange.lowerBound + range.upperBound), into: buf)
+            return try body(UnsafeRawBufferPointer(start: buf, count: range.count))
+        }
+    }
 }

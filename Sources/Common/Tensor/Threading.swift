@@ -48,3 +48,28 @@ public func parallelFor(_ n: Int, throwing body: (Int) throws -> Void) throws {
     }
     if let failure { throw failure.error }
 }
+
+/// Reusable scratch buffers of one size, shared by the workers of a parallel loop: each is touched once
+/// and then recycled, so a streaming pass allocates (and faults in) only a few of them.
+public final class ScratchPool: @unchecked Sendable {
+    public let byteCount: Int
+    private var free: [UnsafeMutableRawPointer] = []
+    private var all: [UnsafeMutableRawPointer] = []
+    private let lock = Lock()
+
+    public init(byteCount: Int) { self.byteCount = byteCount }
+
+    deinit { for p in all { p.deallocate() } }
+
+    /// Runs `body` with a buffer of `byteCount` bytes, returned to the pool afterwards.
+    public func withBuffer<T>(_ body: (UnsafeMutableRawPointer) throws -> T) rethrows -> T {
+        let p = lock.withLock { () -> UnsafeMutableRawPointer in
+            if let p = free.popLast() { return p }
+            let p = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
+            all.append(p)
+            return p
+        }
+        defer { lock.withLock { free.append(p) } }
+        return try body(p)
+    }
+}
