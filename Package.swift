@@ -36,7 +36,7 @@ let package = Package(
         .executableTarget(name: "qbench", dependencies: ["Common", "CJSONC"], swiftSettings: fastMath),
         .executableTarget(name: "qsynth", dependencies: ["Common"]),
         .testTarget(name: "CommonTests", dependencies: ["Common"], exclude: ["Fixtures"], swiftSettings: fastMath),
-        .testTarget(name: "ToolTests", dependencies: ["Common"]),
+        .testTarget(name: "ToolTests", dependencies: ["Common"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -57,8 +57,7 @@ struct QInspect: ParsableCommand {
     var stats = false
     @Flag(help: "A one-line histogram per tensor (implies --stats).") var hist = false
     @Option(help: "Histogram scale: linear or log.") var histScale: HistogramScale = .linear
-    @Option(name: .customLong("diff"), parsing: .upToNextOption, help: "Compare two checkpoints A B tensor by tensor.")
-    var diff: [String] = []
+    @Flag(help: "Compare the two checkpoints given, A and B, tensor by tensor.") var diff = false
     @Flag(help: "Check structure and every value; exit 0 only when clean.") var verify = false
     @Flag(name: .shortAndLong, help: "Print nothing but errors.") var quiet = false
 
@@ -66,8 +65,8 @@ struct QInspect: ParsableCommand {
 
     mutating func validate() throws {
         if json && jsonl { throw ValidationError("--json and --jsonl exclude each other") }
-        if !diff.isEmpty {
-            guard diff.count + paths.count == 2 else { throw ValidationError("--diff takes exactly two checkpoints: --diff A B") }
+        if diff {
+            guard paths.count == 2 else { throw ValidationError("--diff takes exactly two checkpoints: --diff A B") }
         } else if paths.isEmpty {
             throw ValidationError("give at least one checkpoint path")
         }
@@ -75,9 +74,8 @@ struct QInspect: ParsableCommand {
 
     func run() throws {
         try runTool("qinspect") {
-            if !diff.isEmpty {
-                let both = diff + paths
-                let report = try CheckpointDiff(a: Checkpoint(path: both[0]), b: Checkpoint(path: both[1]))
+            if diff {
+                let report = try CheckpointDiff(a: Checkpoint(path: paths[0]), b: Checkpoint(path: paths[1]))
                 print(json ? report.json().serialized(indent: 2) : report.text(), terminator: "")
                 return
             }
