@@ -453,20 +453,16 @@ public struct GGUFTensorSpec: Sendable, Equatable {
 public final class GGUFWriter {
     public let specs: [GGUFTensorSpec]
     public let alignment: Int
-    private let out: AtomicFile
-    private let sizes: [Int]
-    private var current = 0
-    private var writtenInCurrent = 0
+    private let stream: TensorDataStream
 
     /// Plans the file and writes everything before the data section.
     public init(path: String, metadata: [(key: String, value: GGUFValue)], tensors: [GGUFTensorSpec]) throws {
         let header = try GGUFWriter.header(metadata: metadata, tensors: tensors)
         alignment = header.alignment
         specs = tensors
-        sizes = header.sizes
-        out = try AtomicFile(path: path)
+        let out = try AtomicFile(path: path)
         try out.write(header.bytes)
-        skipEmpty()
+        stream = TensorDataStream(out: out, names: tensors.map(\.name), sizes: header.sizes, alignment: header.alignment)
     }
 
     /// The bytes before the data section (padding included), the alignment and the tensor byte counts.
@@ -536,37 +532,12 @@ public final class GGUFWriter {
         }
     }
 
-    private func skipEmpty() {
-        while current < sizes.count, sizes[current] == 0 { current += 1 }
-    }
-
     /// The tensor the next bytes belong to, or `nil` when all are written.
-    public var pendingTensor: String? { current < specs.count ? specs[current].name : nil }
+    public var pendingTensor: String? { stream.pendingTensor }
 
     /// Appends bytes of the current tensor (a call may span several tensors).
-    public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var rest = bytes
-        while rest.count > 0 {
-            guard current < sizes.count else {
-                throw WriterError.wrongByteCount(tensor: specs.last?.name ?? "", expected: 0, actual: rest.count)
-            }
-            let take = min(rest.count, sizes[current] - writtenInCurrent)
-            try out.write(UnsafeRawBufferPointer(rebasing: rest[..<take]))
-            writtenInCurrent += take
-            rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            if writtenInCurrent == sizes[current] {
-                let pad = (alignment - sizes[current] % alignment) % alignment
-                if pad > 0 { try out.write([UInt8](repeating: 0, count: pad)) }
-                current += 1
-                writtenInCurrent = 0
-                skipEmpty()
-            }
-        }
-    }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { try stream.write(bytes) }
 
     /// Checks that every tensor was written and moves the file into place.
-    public func finish() throws {
-        if current < specs.count { throw WriterError.notFinished(tensor: specs[current].name) }
-        try out.commit()
-    }
+    public func finish() throws { try stream.finish() }
 }

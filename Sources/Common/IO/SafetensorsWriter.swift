@@ -37,12 +37,7 @@ public enum WriterError: QKitError, Equatable {
 /// only when `finish()` succeeds.
 public final class SafetensorsWriter {
     public let specs: [TensorSpec]
-    private let out: AtomicFile
-    private let sizes: [Int]
-    private var current = 0
-    private var writtenInCurrent = 0
-    private var writtenTotal = 0
-    private let totalBytes: Int
+    private let stream: TensorDataStream
 
     /// Plans the file and writes its header.
     /// - Parameters:
@@ -66,42 +61,18 @@ public final class SafetensorsWriter {
             offset += n
         }
         specs = tensors
-        self.sizes = sizes
-        totalBytes = offset
-        out = file
         let header = SafetensorsHeader.encode(tensors: infos, metadata: metadata)
         var prefix = UInt64(header.count).littleEndian
-        try withUnsafeBytes(of: &prefix) { try out.write($0) }
-        try out.write(header)
-        skipEmpty()
-    }
-
-    private func skipEmpty() {
-        while current < sizes.count, sizes[current] == 0 { current += 1 }
+        try withUnsafeBytes(of: &prefix) { try file.write($0) }
+        try file.write(header)
+        stream = TensorDataStream(out: file, names: tensors.map(\.name), sizes: sizes)
     }
 
     /// The name of the tensor the next bytes belong to, or `nil` when all are written.
-    public var pendingTensor: String? { current < specs.count ? specs[current].name : nil }
+    public var pendingTensor: String? { stream.pendingTensor }
 
     /// Appends bytes of the current tensor; a call may cover part of a tensor or several whole ones.
-    public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var rest = bytes
-        while rest.count > 0 {
-            guard current < sizes.count else {
-                throw WriterError.wrongByteCount(tensor: specs.last?.name ?? "", expected: 0, actual: rest.count)
-            }
-            let take = min(rest.count, sizes[current] - writtenInCurrent)
-            try out.write(UnsafeRawBufferPointer(rebasing: rest[..<take]))
-            writtenInCurrent += take
-            writtenTotal += take
-            rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            if writtenInCurrent == sizes[current] {
-                current += 1
-                writtenInCurrent = 0
-                skipEmpty()
-            }
-        }
-    }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws { try stream.write(bytes) }
 
     /// Appends the bytes of an array of trivial values (e.g. `[Float]`).
     public func write<T: BitwiseCopyable>(_ values: [T]) throws {
@@ -109,10 +80,7 @@ public final class SafetensorsWriter {
     }
 
     /// Checks that every tensor was written in full and moves the file into place.
-    public func finish() throws {
-        if current < specs.count { throw WriterError.notFinished(tensor: specs[current].name) }
-        try out.commit()
-    }
+    public func finish() throws { try stream.finish() }
 }
 
 /// Streams a checkpoint split into shards of at most `maxShardSize` bytes of tensor data (a tensor
@@ -213,7 +181,5 @@ public final class ShardedSafetensorsWriter {
 
 extension SafetensorsWriter {
     /// Bytes still expected before the file is complete.
-    var remainingBytes: Int {
-        totalBytes - writtenTotal
-    }
+    var remainingBytes: Int { stream.remainingBytes }
 }
