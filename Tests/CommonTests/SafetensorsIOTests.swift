@@ -134,6 +134,11 @@ struct SafetensorsIOTests {
         try writeSmallFile(out.stagedPath("a.txt"), "x")
         try out.commit()
         #expect(listDirectory(dir + "/out") == ["a.txt"])
+        // Missing parents are created, as `-o out/model` users expect.
+        let nested = try OutputDirectory(path: dir + "/x/y/model")
+        try writeSmallFile(nested.stagedPath("b.txt"), "y")
+        try nested.commit()
+        #expect(listDirectory(dir + "/x/y/model") == ["b.txt"])
     }
 }
 

@@ -10,7 +10,7 @@ public func cFormat(_ format: String, _ args: any CVarArg...) -> String {
         buf = [CChar](repeating: 0, count: Int(n) + 1)
         _ = withVaList(args) { vsnprintf(&buf, buf.count, format, $0) }
     }
-    return String(cString: buf)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// A count with a decimal suffix: 134.5M, 4.2k, 12.

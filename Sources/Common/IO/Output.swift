@@ -140,6 +140,7 @@ public final class OutputDirectory {
         let dir = slash.map { String(p[..<$0]) } ?? "."
         let base = slash.map { String(p[p.index(after: $0)...]) } ?? p
         stagingPath = "\(dir.isEmpty ? "/" : dir)/.\(base).qkit-\(getpid())"
+        try makeDirectories(dir.isEmpty ? "/" : dir)
         removeTree(stagingPath)
         guard mkdir(stagingPath, 0o755) == 0 else { throw IOError.cannotCreate(path: path, errno: errno) }
     }
@@ -168,6 +169,17 @@ public final class OutputDirectory {
         }
         rmdir(stagingPath)
         committed = true
+    }
+}
+
+/// Creates a directory and its missing parents (like `mkdir -p`).
+public func makeDirectories(_ path: String) throws(IOError) {
+    if isDirectory(path) { return }
+    var prefix = path.hasPrefix("/") ? "/" : ""
+    for part in path.split(separator: "/") {
+        prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + part
+        if isDirectory(prefix) { continue }
+        guard mkdir(prefix, 0o755) == 0 || errno == EEXIST else { throw IOError.cannotCreate(path: prefix, errno: errno) }
     }
 }
 
