@@ -9,6 +9,7 @@ let subcommands: [(name: String, summary: String, run: ([String]) throws -> Void
     ("list", "list a checkpoint (headers only): qinspect vs the python safetensors package, whole processes [--peer PYTHON] [--reps 20]", runList),
     ("stats", "qinspect --stats vs the same statistics in numpy over np.memmap, GB/s and fraction of read bandwidth [--peer PYTHON] [--reps 3]", runStats),
     ("kernel", "the statistics kernel alone on 1 GiB of bf16 in memory [--reps 3]", runKernel),
+    ("sgemm", "OpenBLAS sgemm GFLOP/s on forward-pass and calibration shapes, all cores [--reps 3]", runSgemm),
     ("json", "parse a 2 MB safetensors-style header: qkit vs json-c vs Foundation [--entries 17200] [--reps 5]", runJSON),
 ]
 
