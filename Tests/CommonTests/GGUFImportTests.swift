@@ -230,7 +230,7 @@ private func json(_ path: String) throws -> JSONValue { try JSONParser.parse(try
             try f.commit()
         })
         #expect(truncated.0.exitStatus == .dataError)
-        let noDir = try #require(importError({ p in _ = try m.write(p) }, output: "/nonexistent-dir/out"))
+        let noDir = try #require(importError({ p in _ = try m.write(p) }, output: "/proc/version/out"))
         #expect(noDir.0.exitStatus == .cantCreate)
         let noInput = try #require(importError { _ in })
         #expect(noInput.0.exitStatus == .noInput)
