@@ -36,6 +36,14 @@ func runConvert(_ args: [String]) throws {
     }
     let src = UnsafeRawBufferPointer(h16)
     measure("bf16->f32", inputBytes: bytes16) { Conversion.decode(.bf16, src, into: f32); blackHole(f32[n / 3]) }
+    // The same split over both cores (what a streaming reader would do with two workers).
+    measure("bf16->f32 2thr", inputBytes: bytes16) {
+        parallelFor(2) { h in
+            let lo = h * n / 2, hi = (h + 1) * n / 2
+            Conversion.decode(.bf16, UnsafeRawBufferPointer(rebasing: src[2 * lo..<2 * hi]), into: UnsafeMutableBufferPointer(rebasing: f32[lo..<hi]))
+        }
+        blackHole(f32[n / 3])
+    }
     Conversion.encode(UnsafeBufferPointer(f32), as: .f16, into: h16)
     measure("f16->f32", inputBytes: bytes16) { Conversion.decode(.f16, src, into: f32); blackHole(f32[n / 3]) }
     measure("f32->bf16", inputBytes: 2 * bytes16) { Conversion.encode(UnsafeBufferPointer(f32), as: .bf16, into: h16); blackHole(h16[7]) }
