@@ -52,6 +52,16 @@ struct RealModelToolTests {
         }
     }
 
+    @Test("--stats gives the same bytes on one core as on all")
+    func deterministic() throws {
+        try requireAssets()
+        let args = ["--stats", "--hist", "--json", "--filter", "blk.1*", gguf]
+        let all = try Tool.run("qinspect", args)
+        let one = try Tool.run("qinspect", args, launcher: ["/usr/bin/taskset", "-c", "0"])
+        #expect(all.status == 0 && one.status == 0)
+        #expect(all.stdout == one.stdout && all.stdout.count > 1000)
+    }
+
     @Test("import f32 and bf16 with qpack: both verify clean; --diff sees bf16 rounding only")
     func importVerifyDiff() throws {
         try requireAssets()

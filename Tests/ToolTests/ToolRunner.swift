@@ -22,10 +22,12 @@ enum Tool {
     }
 
     /// Runs `tool` (from the debug build unless `release`) with `arguments`, feeding `stdin` if given.
-    static func run(_ tool: String, _ arguments: [String], stdin: Data? = nil, release: Bool = false) throws -> Result {
+    /// `launcher` (e.g. `["/usr/bin/taskset", "-c", "0"]`) runs the tool through another command.
+    static func run(_ tool: String, _ arguments: [String], stdin: Data? = nil, release: Bool = false, launcher: [String] = []) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binDirectory(release ? "release" : "debug") + "/" + tool)
-        p.arguments = arguments
+        let binary = binDirectory(release ? "release" : "debug") + "/" + tool
+        p.executableURL = URL(fileURLWithPath: launcher.first ?? binary)
+        p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [binary] + arguments
         // Output goes to files: no pipe can fill up and block the tool.
         let scratch = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: scratch) }

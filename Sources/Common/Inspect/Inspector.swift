@@ -71,9 +71,10 @@ public struct Inspector {
         root["kind"] = .string(checkpoint.kind.rawValue)
         root["files"] = .array(zip(checkpoint.filePaths, checkpoint.files).map { ["path": .string($0), "bytes": .int($1.count)] })
         var list: [JSONValue] = []
-        for t in tensors {
+        let stats = options.stats ? try allStatistics(tensors) : []
+        for (i, t) in tensors.enumerated() {
             var o = tensorJSON(t)
-            if options.stats { o["stats"] = statsJSON(try statistics(t)) }
+            if options.stats { o["stats"] = statsJSON(stats[i]) }
             list.append(.object(o))
         }
         root["tensors"] = .array(list)
@@ -97,6 +98,20 @@ public struct Inspector {
         if checkpoint.files.count > 1 { o["file"] = .string(checkpoint.filePaths[t.fileIndex]) }
         o["offset"] = .int(t.fileRange.lowerBound)
         return o
+    }
+
+    /// Statistics of every tensor, several tensors at a time (each also splits itself into parallel chunks),
+    /// in the order given: small tensors, one chunk each, would otherwise leave a core idle.
+    func allStatistics(_ tensors: [CheckpointTensor], progress: Progress? = nil) throws -> [TensorStatistics] {
+        var out = [TensorStatistics](repeating: TensorStatistics(), count: tensors.count)
+        let lock = Lock()
+        try out.withUnsafeMutableBufferPointer { buf in
+            try parallelFor(tensors.count) { i in
+                buf[i] = try statistics(tensors[i])
+                lock.withLock { progress?.advance(tensors[i].byteCount) }
+            }
+        }
+        return out
     }
 
     func statistics(_ t: CheckpointTensor) throws -> TensorStatistics {
@@ -135,9 +150,8 @@ public struct Inspector {
         var header = ["NAME", "DTYPE", "SHAPE", "MIN", "MAX", "MEAN", "STD", "ABSMAX", "ZEROS", "NAN", "INF", "KURT", "OUTLIER CHANNELS"]
         if options.histogram { header.append("HISTOGRAM") }
         let progress = Progress(total: tensors.reduce(0) { $0 + $1.byteCount }, label: "stats")
-        for t in tensors {
-            let s = try statistics(t)
-            progress.advance(t.byteCount)
+        let all = try allStatistics(tensors, progress: progress)
+        for (t, s) in zip(tensors, all) {
             var r = [t.name, t.encoding.description, shapeText(t.shape)]
             if !t.encoding.canDecode {
                 r += Array(repeating: "-", count: 10)
