@@ -6,6 +6,13 @@ import PackageDescription
 /// kernels (statistics, conversion, dequantization); every machine of this project's kind has them.
 let fastMath: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mf16c", "-Xcc", "-mavx2", "-Xcc", "-mfma"])]
 
+/// The Swift runtime and FoundationEssentials (which swift-argument-parser uses) linked statically: a dynamic
+/// start of a Swift tool costs ~10 ms here, most of it loading and relocating shared objects; a header-only
+/// `qinspect` listing is mostly start-up.
+let staticRuntime: [LinkerSetting] = [
+    .unsafeFlags(["-static-stdlib", "-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims", "-Xlinker", "-lswiftSynchronization"]),
+]
+
 let package = Package(
     name: "qkit",
     products: [
@@ -29,11 +36,11 @@ let package = Package(
             name: "Common",
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fastMath),
-        .executableTarget(name: "qinspect", dependencies: ["Common"]),
-        .executableTarget(name: "qcalib", dependencies: ["Common"]),
-        .executableTarget(name: "qquant", dependencies: ["Common"]),
-        .executableTarget(name: "qpack", dependencies: ["Common"]),
-        .executableTarget(name: "qeval", dependencies: ["Common"]),
+        .executableTarget(name: "qinspect", dependencies: ["Common"], linkerSettings: staticRuntime),
+        .executableTarget(name: "qcalib", dependencies: ["Common"], linkerSettings: staticRuntime),
+        .executableTarget(name: "qquant", dependencies: ["Common"], linkerSettings: staticRuntime),
+        .executableTarget(name: "qpack", dependencies: ["Common"], linkerSettings: staticRuntime),
+        .executableTarget(name: "qeval", dependencies: ["Common"], linkerSettings: staticRuntime),
         // Development targets, not user tools: benchmarks against the peers, synthetic checkpoints.
         .executableTarget(name: "qbench", dependencies: ["Common", "CJSONC", "COpenBLAS"], swiftSettings: fastMath),
         .executableTarget(name: "qsynth", dependencies: ["Common"]),

@@ -230,3 +230,16 @@ struct InspectTests {
         #expect(r.problems.contains { $0.message.contains("num_hidden_layers 2") })
     }
 }
+
+@Suite("number formatting")
+struct FormatTests {
+    @Test("fixedDecimals agrees with printf's %.Nf", arguments: [0.0, 1.25, 134.515008, 538.1234, 0.05, 99.95, 12345.678, -3.14159, 1e-9, 7.0])
+    func fixed(_ v: Double) {
+        for d in 0...3 { #expect(fixedDecimals(v, d) == cFormat("%.\(d)f", v) || abs(v * pow(10, Double(d))).truncatingRemainder(dividingBy: 1) == 0.5) }
+    }
+
+    @Test func sizes() {
+        #expect(humanCount(134_515_008) == "134.5M" && humanCount(8_030_261_248) == "8.03B" && humanCount(576) == "576")
+        #expect(humanBytes(538_060_032) == "538.1 MB" && humanBytes(16_060_522_496) == "16.06 GB" && humanBytes(160) == "160 B")
+    }
+}

@@ -13,21 +13,35 @@ public func cFormat(_ format: String, _ args: any CVarArg...) -> String {
     return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+/// `v` with a fixed number of decimals (0–6), rounded half away from zero, like %.Nf for the magnitudes
+/// the size columns show; pure Swift, because a table of thousands of rows should not pay for vsnprintf.
+public func fixedDecimals(_ v: Double, _ decimals: Int) -> String {
+    guard v.isFinite, abs(v) < 9e15 else { return cFormat("%.\(decimals)f", v) }
+    var scale = 1
+    for _ in 0..<decimals { scale *= 10 }
+    let scaled = Int((abs(v) * Double(scale)).rounded(.toNearestOrAwayFromZero))
+    let whole = String(scaled / scale)
+    let sign = v < 0 && scaled != 0 ? "-" : ""
+    guard decimals > 0 else { return sign + whole }
+    let frac = String(scaled % scale)
+    return sign + whole + "." + String(repeating: "0", count: decimals - frac.count) + frac
+}
+
 /// A count with a decimal suffix: 134.5M, 4.2k, 12.
 public func humanCount(_ n: Int) -> String {
     let v = Double(n)
-    if abs(v) >= 1e9 { return cFormat("%.2fB", v / 1e9) }
-    if abs(v) >= 1e6 { return cFormat("%.1fM", v / 1e6) }
-    if abs(v) >= 1e4 { return cFormat("%.1fk", v / 1e3) }
+    if abs(v) >= 1e9 { return fixedDecimals(v / 1e9, 2) + "B" }
+    if abs(v) >= 1e6 { return fixedDecimals(v / 1e6, 1) + "M" }
+    if abs(v) >= 1e4 { return fixedDecimals(v / 1e3, 1) + "k" }
     return String(n)
 }
 
 /// Bytes in decimal units (GB = 10^9 bytes): 538.1 MB.
 public func humanBytes(_ n: Int) -> String {
     let v = Double(n)
-    if v >= 1e9 { return cFormat("%.2f GB", v / 1e9) }
-    if v >= 1e6 { return cFormat("%.1f MB", v / 1e6) }
-    if v >= 1e3 { return cFormat("%.1f kB", v / 1e3) }
+    if v >= 1e9 { return fixedDecimals(v / 1e9, 2) + " GB" }
+    if v >= 1e6 { return fixedDecimals(v / 1e6, 1) + " MB" }
+    if v >= 1e3 { return fixedDecimals(v / 1e3, 1) + " kB" }
     return "\(n) B"
 }
 
