@@ -39,8 +39,9 @@ public struct OutlierChannel: Sendable, Equatable {
 public enum StatisticsEngine {
     /// Elements per chunk (rounded to whole rows when rows are shorter).
     static let chunkElements = 1 << 20
-    /// Elements read and processed at once inside a chunk (a multiple of every decode granule).
-    static let subChunkElements = 1 << 17
+    /// Elements read and processed at once inside a chunk (a multiple of every decode granule). Measured on a
+    /// 4.9 GB bf16 shard: 2^16 → 4.9 GB/s, 2^17 → 5.6, 2^18 → 6.3, 2^20 → 7.4 (fewer syscalls win over L2 fit).
+    static let subChunkElements = 1 << 20
     /// Histogram bins when one is asked for.
     public static let histogramBins = 32
 
