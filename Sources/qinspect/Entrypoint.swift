@@ -28,7 +28,8 @@ struct QInspect: ParsableCommand {
             value, as channel x ratio to the median channel absmax.
 
             --diff A B compares tensors of the same name over decoded values: max |a-b|, relative error |a-b|/|a| \
-            and SQNR 10 log10(|a|^2 / |a-b|^2) in dB; added, removed and shape-changed tensors are listed.
+            and SQNR 10 log10(|a|^2 / |a-b|^2) in dB; added, removed and shape-changed tensors are listed. A GGUF file compared \
+            with a Hugging Face checkpoint is matched by Hugging Face names, with llama.cpp's q/k row permutation undone.
 
             EXAMPLES:
               qinspect model/

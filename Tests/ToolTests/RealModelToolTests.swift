@@ -73,6 +73,9 @@ struct RealModelToolTests {
             let v = try Tool.run("qinspect", ["--verify", dir + "/" + dtype])
             #expect(v.status == 0 && v.stdout.contains("OK (272 tensors"), "\(v.stdout)")
         }
+        // The GGUF against its import, matched by Hugging Face names with q/k rows permuted back: equal values.
+        let g = try Tool.run("qinspect", ["--diff", gguf, dir + "/f32"])
+        #expect(g.status == 0 && g.stdout.hasSuffix(": 272 identical\n"), "\(g.stdout)")
         let d = try Tool.run("qinspect", ["--diff", "--json", dir + "/f32", dir + "/bf16"])
         #expect(d.status == 0)
         let doc = try JSONSerialization.jsonObject(with: Data(d.stdout.utf8)) as! [String: Any]

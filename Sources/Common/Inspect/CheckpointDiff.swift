@@ -24,6 +24,13 @@ public struct TensorDifference: Sendable {
     public var sqnrDB: Double = .infinity
     /// Elements where exactly one side is NaN, or both are infinite with different signs.
     public var nonFiniteMismatches = 0
+
+    mutating func apply(_ t: CheckpointDiff.Sums) {
+        maxAbsDiff = t.maxAbs
+        nonFiniteMismatches = t.mismatches
+        relativeError = t.signal > 0 ? (t.noise / t.signal).squareRoot() : (t.noise > 0 ? .infinity : 0)
+        sqnrDB = t.noise > 0 ? (t.signal > 0 ? 10 * log10(t.signal / t.noise) : -.infinity) : .infinity
+    }
 }
 
 /// Tensor-by-tensor comparison of two checkpoints, over decoded values when the dtypes differ.
@@ -33,17 +40,20 @@ public struct CheckpointDiff {
     public let pathB: String
     public let differences: [TensorDifference]
 
-    /// Compares every tensor of `a` with the tensor of the same name in `b`.
+    /// Compares every tensor of `a` with the tensor of the same name in `b`. A GGUF checkpoint compared with a
+    /// Hugging Face one is matched by Hugging Face names, its q/k rows permuted back as the import does.
     public init(a: Checkpoint, b: Checkpoint) throws {
         pathA = a.path
         pathB = b.path
+        let mapA = Self.comparable(a, against: b), mapB = Self.comparable(b, against: a)
         var out: [TensorDifference] = []
-        for ta in a.tensors {
-            guard let tb = b[ta.name] else {
-                out.append(TensorDifference(name: ta.name, status: .removed, encodingA: ta.encoding.description, shapeA: ta.shape))
+        for name in mapA.keys.sorted(by: naturalLess) {
+            let (ta, pa) = mapA[name]!
+            guard let (tb, pb) = mapB[name] else {
+                out.append(TensorDifference(name: name, status: .removed, encodingA: ta.encoding.description, shapeA: ta.shape))
                 continue
             }
-            var d = TensorDifference(name: ta.name, status: .identical, encodingA: ta.encoding.description,
+            var d = TensorDifference(name: name, status: .identical, encodingA: ta.encoding.description,
                                      encodingB: tb.encoding.description, shapeA: ta.shape, shapeB: tb.shape)
             if ta.shape != tb.shape {
                 d.status = .shapeChanged
@@ -51,7 +61,7 @@ public struct CheckpointDiff {
                 continue
             }
             let da = a.data(ta), db = b.data(tb)
-            if ta.encoding == tb.encoding, da.count == db.count, da.elementsEqual(db) {
+            if ta.encoding == tb.encoding, pa == pb, da.count == db.count, da.elementsEqual(db) {
                 out.append(d)
                 continue
             }
@@ -60,17 +70,94 @@ public struct CheckpointDiff {
                 out.append(d)
                 continue
             }
-            try Self.compare(da, ta.encoding, db, tb.encoding, count: ta.elementCount, into: &d)
+            if pa != nil || pb != nil {
+                try Self.comparePermuted(da, ta.encoding, pa, db, tb.encoding, pb, shape: ta.shape, into: &d)
+            } else {
+                try Self.compare(da, ta.encoding, db, tb.encoding, count: ta.elementCount, into: &d)
+            }
             d.status = d.maxAbsDiff == 0 && d.nonFiniteMismatches == 0 ? .identical : .changed
             out.append(d)
         }
-        for tb in b.tensors where a[tb.name] == nil {
-            out.append(TensorDifference(name: tb.name, status: .added, encodingB: tb.encoding.description, shapeB: tb.shape))
+        for name in mapB.keys.sorted(by: naturalLess) where mapA[name] == nil {
+            let tb = mapB[name]!.tensor
+            out.append(TensorDifference(name: name, status: .added, encodingB: tb.encoding.description, shapeB: tb.shape))
         }
         differences = out.sorted { naturalLess($0.name, $1.name) }
     }
 
-    struct Sums { var signal = 0.0, noise = 0.0, maxAbs = 0.0, mismatches = 0 }
+    /// The tensors of `ck` under the names they are compared by, with the head count of a q/k permutation to undo.
+    static func comparable(_ ck: Checkpoint, against other: Checkpoint) -> [String: (tensor: CheckpointTensor, permuteHeads: Int?)] {
+        var map: [String: (tensor: CheckpointTensor, permuteHeads: Int?)] = [:]
+        guard let g = ck.gguf, other.gguf == nil, let config = try? GGUFModelConfig(g) else {
+            for t in ck.tensors { map[t.name] = (t, nil) }
+            return map
+        }
+        for t in ck.tensors {
+            if let m = try? config.hfTensor(t.name) {
+                map[m.name] = (t, m.permuteHeads)
+            } else {
+                map[t.name] = (t, nil)
+            }
+        }
+        return map
+    }
+
+    /// Compares head by head when one side's rows are in llama.cpp's permuted order.
+    static func comparePermuted(_ da: UnsafeRawBufferPointer, _ ea: TensorEncoding, _ pa: Int?, _ db: UnsafeRawBufferPointer,
+                                _ eb: TensorEncoding, _ pb: Int?, shape: [Int], into d: inout TensorDifference) throws {
+        let heads = pa ?? pb!
+        let rowLength = shape.last ?? 1
+        let rows = (elementCount(shape) ?? 0) / max(1, rowLength)
+        guard heads > 0, rows % heads == 0 else { throw CheckpointError.unknownTensor(d.name) }
+        let m = rows / heads * rowLength
+        var x = [Float](repeating: 0, count: m), y = x, scratch = x
+        var t = Sums()
+        for h in 0..<heads {
+            for (data, encoding, permuted, isA) in [(da, ea, pa != nil, true), (db, eb, pb != nil, false)] {
+                let start = encoding.byteCount(elements: h * m)
+                let bytes = UnsafeRawBufferPointer(rebasing: data[start..<start + encoding.byteCount(elements: m)])
+                try scratch.withUnsafeMutableBufferPointer { try encoding.decode(bytes, into: $0) }
+                if permuted {
+                    scratch.withUnsafeBufferPointer { s in
+                        if isA {
+                            x.withUnsafeMutableBufferPointer { GGUFImport.unpermuteHead(s, into: $0, rows: rows / heads, rowLength: rowLength) }
+                        } else {
+                            y.withUnsafeMutableBufferPointer { GGUFImport.unpermuteHead(s, into: $0, rows: rows / heads, rowLength: rowLength) }
+                        }
+                    }
+                } else if isA {
+                    x = scratch
+                } else {
+                    y = scratch
+                }
+            }
+            t.add(x, y)
+        }
+        d.apply(t)
+    }
+
+    struct Sums {
+        var signal = 0.0, noise = 0.0, maxAbs = 0.0, mismatches = 0
+
+        /// Accumulates the element pairs of `x` (reference) and `y`.
+        mutating func add(_ x: [Float], _ y: [Float]) {
+            for i in 0..<min(x.count, y.count) {
+                let p = Double(x[i]), q = Double(y[i])
+                if p.isFinite && q.isFinite {
+                    let e = p - q
+                    signal += p * p
+                    noise += e * e
+                    maxAbs = max(maxAbs, abs(e))
+                } else if !(p == q || (p.isNaN && q.isNaN)) {
+                    mismatches += 1
+                }
+            }
+        }
+
+        mutating func merge(_ o: Sums) {
+            signal += o.signal; noise += o.noise; maxAbs = max(maxAbs, o.maxAbs); mismatches += o.mismatches
+        }
+    }
 
     static func compare(_ da: UnsafeRawBufferPointer, _ ea: TensorEncoding, _ db: UnsafeRawBufferPointer, _ eb: TensorEncoding,
                         count n: Int, into d: inout TensorDifference) throws {
@@ -87,26 +174,13 @@ public struct CheckpointDiff {
                 try x.withUnsafeMutableBufferPointer { try ea.decode(UnsafeRawBufferPointer(rebasing: da[ra..<ra + ea.byteCount(elements: m)]), into: $0) }
                 try y.withUnsafeMutableBufferPointer { try eb.decode(UnsafeRawBufferPointer(rebasing: db[rb..<rb + eb.byteCount(elements: m)]), into: $0) }
                 var s = Sums()
-                for i in 0..<m {
-                    let p = Double(x[i]), q = Double(y[i])
-                    if p.isFinite && q.isFinite {
-                        let e = p - q
-                        s.signal += p * p
-                        s.noise += e * e
-                        s.maxAbs = max(s.maxAbs, abs(e))
-                    } else if !(p == q || (p.isNaN && q.isNaN)) {
-                        s.mismatches += 1
-                    }
-                }
+                s.add(x, y)
                 out[c] = s
             }
         }
         var t = Sums()
-        for p in partial { t.signal += p.signal; t.noise += p.noise; t.maxAbs = max(t.maxAbs, p.maxAbs); t.mismatches += p.mismatches }
-        d.maxAbsDiff = t.maxAbs
-        d.nonFiniteMismatches = t.mismatches
-        d.relativeError = t.signal > 0 ? (t.noise / t.signal).squareRoot() : (t.noise > 0 ? .infinity : 0)
-        d.sqnrDB = t.noise > 0 ? (t.signal > 0 ? 10 * log10(t.signal / t.noise) : -.infinity) : .infinity
+        for p in partial { t.merge(p) }
+        d.apply(t)
     }
 
     /// Counts by status.

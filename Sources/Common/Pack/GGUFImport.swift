@@ -141,17 +141,8 @@ public enum GGUFImport {
             }
             var values = scratch.floats
             if item.permuteHeads != nil {
-                // GGUF row 2i + j of a head holds HF row j·(n/2) + i (convert_hf_to_gguf's permute).
-                let halfRows = n / 2
                 scratch.floats.withUnsafeBufferPointer { s in
-                    scratch.permuted.withUnsafeMutableBufferPointer { d in
-                        for j in 0..<2 {
-                            for i in 0..<halfRows {
-                                let from = (2 * i + j) * rowLength, to = (j * halfRows + i) * rowLength
-                                for k in 0..<rowLength { d[to + k] = s[from + k] }
-                            }
-                        }
-                    }
+                    scratch.permuted.withUnsafeMutableBufferPointer { d in unpermuteHead(s, into: d, rows: n, rowLength: rowLength) }
                 }
                 values = scratch.permuted
             }
@@ -168,6 +159,18 @@ public enum GGUFImport {
                 }
             }
             row += n
+        }
+    }
+
+    /// Undoes llama.cpp's q/k permutation for the `rows` rows of one attention head: GGUF row 2i + j of a head
+    /// holds Hugging Face row j·(rows/2) + i (convert_hf_to_gguf's `permute`).
+    public static func unpermuteHead(_ s: UnsafeBufferPointer<Float>, into d: UnsafeMutableBufferPointer<Float>, rows: Int, rowLength: Int) {
+        let halfRows = rows / 2
+        for j in 0..<2 {
+            for i in 0..<halfRows {
+                let from = (2 * i + j) * rowLength, to = (j * halfRows + i) * rowLength
+                for k in 0..<rowLength { d[to + k] = s[from + k] }
+            }
         }
     }
 }
