@@ -40,15 +40,20 @@ private func qinspectPath() -> String {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("qinspect").path
 }
 
-private let listScript = """
+/// Python that sets `files` to the safetensors files of the checkpoint named by argv[1] (file, directory, index).
+private let shardFilesPrelude = """
 import json, os, sys
-from safetensors import safe_open
 p = sys.argv[1]
 files = [p]
 if os.path.isdir(p):
     idx = os.path.join(p, 'model.safetensors.index.json')
     files = [os.path.join(p, f) for f in sorted(set(json.load(open(idx))['weight_map'].values()))] if os.path.exists(idx) \\
         else [os.path.join(p, 'model.safetensors')]
+
+"""
+
+private let listScript = shardFilesPrelude + """
+from safetensors import safe_open
 rows = []
 for f in files:
     with safe_open(f, 'np') as s:
@@ -78,15 +83,9 @@ func runList(_ args: [String]) throws {
     }
 }
 
-private let statsScript = """
-import json, os, struct, sys, time
+private let statsScript = shardFilesPrelude + """
+import struct, time
 import numpy as np
-p = sys.argv[1]
-files = [p]
-if os.path.isdir(p):
-    idx = os.path.join(p, 'model.safetensors.index.json')
-    files = [os.path.join(p, f) for f in sorted(set(json.load(open(idx))['weight_map'].values()))] if os.path.exists(idx) \\
-        else [os.path.join(p, 'model.safetensors')]
 total = 0
 t0 = time.perf_counter()
 for f in files:

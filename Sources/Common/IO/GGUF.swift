@@ -222,11 +222,7 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// Maps and validates `path` (`-` = standard input). Errors carry the path.
     public init(path: String) throws(LocatedError) {
-        do {
-            file = try MappedFile(path: path)
-        } catch {
-            throw LocatedError(error)
-        }
+        file = try MappedFile.located(path)
         self.path = path
         do {
             let p = try GGUFFile.parse(file.bytes)

@@ -46,6 +46,11 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: p, count: size)
     }
 
+    /// Maps `path`, with the path attached to any error (for the format readers' initializers).
+    public static func located(_ path: String) throws(LocatedError) -> MappedFile {
+        do { return try MappedFile(path: path) } catch { throw LocatedError(error) }
+    }
+
     deinit {
         if let base { munmap(base, bytes.count) }
         if descriptor != 0 { close(descriptor) }

@@ -226,11 +226,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// Opens and validates `path` (`-` for standard input). Reads only the header's pages.
     public init(path: String) throws(LocatedError) {
-        do {
-            file = try MappedFile(path: path)
-        } catch {
-            throw LocatedError(error)
-        }
+        file = try MappedFile.located(path)
         self.path = path
         do {
             header = try SafetensorsHeader.parse(file: file.bytes)
