@@ -33,9 +33,9 @@ public struct OutlierChannel: Sendable, Equatable {
     public var ratio: Float
 }
 
-/// Streaming computation of `TensorStatistics` over mmap'd data: chunks of whole rows are processed in
-/// parallel with SIMD accumulators and merged in chunk order, so the result does not depend on the
-/// thread count. Pages of a chunk are released once it is done, so resident memory stays bounded.
+/// Streaming computation of `TensorStatistics`: chunks of whole rows are read with pread(2) into a few reused
+/// buffers, processed in parallel with SIMD accumulators and merged in chunk order, so the result does not
+/// depend on the thread count and resident memory stays bounded (about 30 MB for a 16 GB checkpoint).
 public enum StatisticsEngine {
     /// Elements per chunk (rounded to whole rows when rows are shorter).
     static let chunkElements = 1 << 20
