@@ -103,6 +103,27 @@ struct StatisticsTests {
         }
     }
 
+    @Test("sub-byte rows that straddle bytes (F4 rows of 3) chunk correctly")
+    func oddF4Rows() throws {
+        let rows = 400_000, cols = 3  // 1,200,000 codes: a whole number of bytes; chunks must hold even row counts
+        var codes = [UInt8](repeating: 0, count: rows * cols / 2)
+        var state: UInt64 = 11
+        for i in codes.indices {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            codes[i] = UInt8(truncatingIfNeeded: state >> 40)
+        }
+        let shape = [rows, cols]
+        let count = rows * cols
+        let bytes = codes
+        var decoded = [Float](repeating: 0, count: count)
+        bytes.withUnsafeBytes { raw in decoded.withUnsafeMutableBufferPointer { Conversion.decode(.f4, raw, into: $0) } }
+        let fast = try bytes.withUnsafeBytes { try StatisticsEngine.compute(data: $0, encoding: .dtype(.f4), shape: shape) }
+        let slow = try stats(decoded, shape: shape)
+        #expect(fast.min == slow.min && fast.max == slow.max && fast.zeroCount == slow.zeroCount)
+        #expect(abs(fast.mean - slow.mean) < 1e-9 && abs(fast.std - slow.std) < 1e-9)
+        #expect(fast.outlierChannels == slow.outlierChannels)
+    }
+
     @Test("histogram counts every finite value")
     func histogram() throws {
         let x = values(50_000, seed: 2)

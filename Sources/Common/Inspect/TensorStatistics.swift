@@ -66,16 +66,19 @@ public enum StatisticsEngine {
         var result = TensorStatistics()
         guard n > 0, encoding.canDecode else { return result }
         let rowLength = shape.count >= 2 ? shape[shape.count - 1] : n
-        let perChannel = shape.count >= 2 && rowLength > 1
         let granule = encoding.decodeGranule
-        // Chunks of whole rows when rows are short, otherwise granule-aligned pieces of a row.
-        var chunk: Int
+        // Rows that do not start on a decode granule (an F4 row of odd length, say) can still be chunked by
+        // whole rows when the chunk holds a multiple of the granule; a single such row longer than a chunk
+        // cannot, and then the tensor is summarized without per-channel maxima.
+        let perChannel = shape.count >= 2 && rowLength > 1 && (rowLength % granule == 0 || rowLength <= chunkElements)
+        // Chunks of whole rows (and whole granules) when rows are short, otherwise granule-aligned pieces of a row.
+        let chunk: Int
         if perChannel, rowLength <= chunkElements {
-            chunk = Swift.max(1, chunkElements / rowLength) * rowLength
+            let step = granule / gcd(rowLength, granule)  // rows per granule-aligned group
+            chunk = Swift.max(step, chunkElements / rowLength / step * step) * rowLength
         } else {
             chunk = Swift.max(granule, chunkElements / granule * granule)
         }
-        if perChannel, rowLength > chunkElements, rowLength % granule != 0 { chunk = rowLength }
         let chunks = (n + chunk - 1) / chunk
         let shift = try source.with(0..<encoding.byteCount(elements: granule)) { try firstValue($0, encoding: encoding) }
         var partials = [Partial?](repeating: nil, count: chunks)
@@ -411,3 +414,6 @@ struct ByteSource: @unchecked Sendable {
         }
     }
 }
+
+/// Greatest common divisor.
+func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
