@@ -153,7 +153,7 @@ public struct Inspector {
         let all = try allStatistics(tensors, progress: progress)
         for (t, s) in zip(tensors, all) {
             var r = [t.name, t.encoding.description, shapeText(t.shape)]
-            if !t.encoding.canDecode {
+            if !t.encoding.canDecode || t.elementCount == 0 {
                 r += Array(repeating: "-", count: 10)
             } else {
                 r += [Double(s.min), Double(s.max), s.mean, s.std, Double(s.absMax)].map { shortFloat($0) }
