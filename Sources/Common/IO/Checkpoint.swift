@@ -193,12 +193,11 @@ public final class Checkpoint: @unchecked Sendable {
             }
         }
 
-        // Names must be unique across shards.
-        var seen = Set<String>()
-        for t in tensors where !seen.insert(t.name).inserted {
-            throw LocatedError(SafetensorsError.duplicateTensor(t.name), path: path)
-        }
+        // Names must be unique across shards; sorted, duplicates are neighbours.
         tensors.sort { naturalLess($0.name, $1.name) }
+        for (x, y) in zip(tensors, tensors.dropFirst()) where x.name == y.name {
+            throw LocatedError(SafetensorsError.duplicateTensor(x.name), path: path)
+        }
         self.files = files
         self.filePaths = paths
         self.tensors = tensors
@@ -238,10 +237,14 @@ public final class Checkpoint: @unchecked Sendable {
         return d.isEmpty ? "/" : d
     }
 
+    /// Whether `path` ends in `.gguf` or starts with the GGUF magic (4 bytes read, nothing mapped).
     static func looksLikeGGUF(_ path: String) -> Bool {
         if path.hasSuffix(".gguf") { return true }
-        guard let f = try? MappedFile(path: path), f.count >= 4 else { return false }
-        return f.bytes.loadUnaligned(as: UInt32.self) == 0x4655_4747  // "GGUF"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var magic: UInt32 = 0
+        return pread(fd, &magic, 4, 0) == 4 && UInt32(littleEndian: magic) == GGUFFile.magic
     }
 
     /// The shard files of an index in first-appearance order, and its weight map.

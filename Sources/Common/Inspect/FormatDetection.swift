@@ -41,6 +41,7 @@ public enum FormatDetector {
 
     /// Groups the checkpoint's tensors into weights.
     public static func weightGroups(_ ck: Checkpoint) -> [WeightGroup] {
+        let qc = quantizationConfig(ck)  // read once, not per weight (it may come from quantize_config.json)
         var byPrefix: [String: [CheckpointTensor]] = [:]
         var order: [String] = []
         var plain: [CheckpointTensor] = []
@@ -61,7 +62,7 @@ public enum FormatDetector {
             for t in parts { d[String(t.name.dropFirst(p.count + 1))] = t }
             // A float `.weight` beside FP8 or int scales is the stored weight of the same module.
             if let w = ck[p + ".weight"] { d["weight"] = w }
-            guard let g = recognize(prefix: p, d, ck) else { continue }
+            guard let g = recognize(prefix: p, d, ck, config: qc) else { continue }
             groups.append(g)
             consumed.formUnion(g.tensorNames)
         }
@@ -82,7 +83,7 @@ public enum FormatDetector {
         return groups.sorted { naturalLess($0.prefix, $1.prefix) }
     }
 
-    static func recognize(prefix p: String, _ d: [String: CheckpointTensor], _ ck: Checkpoint) -> WeightGroup? {
+    static func recognize(prefix p: String, _ d: [String: CheckpointTensor], _ ck: Checkpoint, config qc: JSONObject?) -> WeightGroup? {
         func group(_ scheme: WeightScheme, _ names: [String], params: Int, bits: Int?, groupSize: Int?) -> WeightGroup {
             let present = names.filter { d[$0] != nil }
             var extra = d.keys.filter { !present.contains($0) && $0 != "weight" }.sorted()
@@ -91,7 +92,6 @@ public enum FormatDetector {
             return WeightGroup(prefix: p, scheme: scheme, tensorNames: all, parameters: params,
                                bytes: all.reduce(0) { $0 + (ck[$1]?.byteCount ?? 0) }, bits: bits, groupSize: groupSize)
         }
-        let qc = quantizationConfig(ck)
         if let q = d["weight_q"], q.shape.count == 2 {
             let (n, k) = (q.shape[0], q.shape[1])
             let s = d["weight_scale"]

@@ -396,9 +396,12 @@ struct ByteSource: @unchecked Sendable {
         self.file = file
         fileRange = range
         // Big enough for a chunk of the widest element type (f64 × chunkElements).
-        pool = ScratchPool(byteCount: 8 * StatisticsEngine.chunkElements + 64)
-        // (The histogram pass reads whole chunks; the statistics pass reads sub-chunks.)
+        pool = ByteSource.sharedPool
     }
+
+    /// Read buffers shared by every tensor and thread: each is allocated and faulted in once per process
+    /// (at most one per concurrent reader), not once per tensor. Big enough for a chunk of f64.
+    static let sharedPool = ScratchPool(byteCount: 8 * StatisticsEngine.chunkElements + 64)
 
     /// Calls `body` with the bytes of `range` (relative to the tensor).
     func with<T>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
