@@ -40,11 +40,10 @@ public enum CheckpointVerifier {
     /// Thrown by the tool when problems were found (exit 65).
     public static func verify(_ ck: Checkpoint) throws -> VerifyResult {
         var r = VerifyResult()
-        for t in ck.tensors {
-            r.tensors += 1
-            r.bytes += t.byteCount
-            guard t.encoding.isFloatingPoint, t.encoding.canDecode else { continue }
-            let s = try StatisticsEngine.compute(t, in: ck, outliers: 0)
+        r.tensors = ck.tensors.count
+        r.bytes = ck.dataBytes
+        let checked = ck.tensors.filter { $0.encoding.isFloatingPoint && $0.encoding.canDecode }
+        for (t, s) in zip(checked, try StatisticsEngine.compute(checked, in: ck, outliers: 0)) {
             if s.nanCount > 0 { r.problems.append(VerifyProblem(tensor: t.name, message: "\(s.nanCount) NaN value\(s.nanCount == 1 ? "" : "s")")) }
             if s.infCount > 0 { r.problems.append(VerifyProblem(tensor: t.name, message: "\(s.infCount) infinite value\(s.infCount == 1 ? "" : "s")")) }
         }

@@ -100,18 +100,8 @@ public struct Inspector {
         return o
     }
 
-    /// Statistics of every tensor, several tensors at a time (each also splits itself into parallel chunks),
-    /// in the order given: small tensors, one chunk each, would otherwise leave a core idle.
     func allStatistics(_ tensors: [CheckpointTensor], progress: Progress? = nil) throws -> [TensorStatistics] {
-        var out = [TensorStatistics](repeating: TensorStatistics(), count: tensors.count)
-        let lock = Lock()
-        try out.withUnsafeMutableBufferPointer { buf in
-            try parallelFor(tensors.count) { i in
-                buf[i] = try statistics(tensors[i])
-                lock.withLock { progress?.advance(tensors[i].byteCount) }
-            }
-        }
-        return out
+        try StatisticsEngine.compute(tensors, in: checkpoint, histogram: options.histogram, progress: progress)
     }
 
     func statistics(_ t: CheckpointTensor) throws -> TensorStatistics {

@@ -55,6 +55,21 @@ public enum StatisticsEngine {
         return try compute(source: source, encoding: tensor.encoding, shape: tensor.shape, histogram: histogram, outliers: outliers)
     }
 
+    /// Statistics of several tensors, several at a time (each also splits itself into parallel chunks), in the
+    /// order given: small tensors, one chunk each, would otherwise leave a core idle.
+    public static func compute(_ tensors: [CheckpointTensor], in checkpoint: Checkpoint, histogram: Bool = false,
+                               outliers: Int = 3, progress: Progress? = nil) throws -> [TensorStatistics] {
+        var out = [TensorStatistics](repeating: TensorStatistics(), count: tensors.count)
+        let lock = Lock()
+        try out.withUnsafeMutableBufferPointer { buf in
+            try parallelFor(tensors.count) { i in
+                buf[i] = try compute(tensors[i], in: checkpoint, histogram: histogram, outliers: outliers)
+                lock.withLock { progress?.advance(tensors[i].byteCount) }
+            }
+        }
+        return out
+    }
+
     /// Computes statistics of raw `data` holding a tensor of `encoding` and `shape`.
     public static func compute(data: UnsafeRawBufferPointer, encoding: TensorEncoding, shape: [Int], histogram: Bool = false,
                                outliers: Int = 3) throws -> TensorStatistics {
