@@ -18,6 +18,8 @@ public enum ExitStatus: Int32, Sendable {
     case cantCreate = 73
     /// EX_IOERR: reading or writing failed part-way.
     case ioError = 74
+    /// EX_UNAVAILABLE: a needed service or library is missing, or a feature is not available.
+    case unavailable = 69
 }
 
 /// An error a tool reports as one line, `tool: path: message`, and an exit status.

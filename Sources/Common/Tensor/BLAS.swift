@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// OpenBLAS, loaded on first use.
+///
+/// Common does not link OpenBLAS at build time: the library starts its thread pool when it is loaded
+/// (~4 ms), which a header-only `qinspect` listing must not pay. The tools that multiply matrices load it
+/// with `dlopen` the first time they call `sgemm`. OpenBLAS runs single-threaded; callers split work
+/// across cores themselves (`Linear`-sized products by output columns), so results do not depend on how
+/// OpenBLAS would have partitioned them.
+public enum BLAS {
+    private typealias SgemmFunction = @convention(c) (
+        Int32, Int32, Int32, Int32, Int32, Int32, Float,
+        UnsafePointer<Float>?, Int32, UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+    private typealias SetThreadsFunction = @convention(c) (Int32) -> Void
+
+    private struct Loaded: @unchecked Sendable {
+        let sgemm: SgemmFunction
+        let handle: UnsafeMutableRawPointer
+    }
+
+    /// The library names tried, in order (Debian's libopenblas0 provides the first).
+    static let libraryNames = ["libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0"]
+
+    private static let loaded: Result<Loaded, BLASError> = {
+        var lastError = "not found"
+        for name in libraryNames {
+            guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
+                if let e = dlerror() { lastError = String(cString: e) }
+                continue
+            }
+            guard let sym = dlsym(handle, "cblas_sgemm") else { lastError = "\(name) has no cblas_sgemm"; continue }
+            if let st = dlsym(handle, "openblas_set_num_threads") {
+                unsafeBitCast(st, to: SetThreadsFunction.self)(1)
+            }
+            return .success(Loaded(sgemm: unsafeBitCast(sym, to: SgemmFunction.self), handle: handle))
+        }
+        return .failure(.unavailable(lastError))
+    }()
+
+    /// Loads OpenBLAS now, so a missing library is reported before any work starts.
+    public static func load() throws(BLASError) {
+        if case .failure(let e) = loaded { throw e }
+    }
+
+    /// Row-major `C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C`, on the calling thread.
+    /// `transA`/`transB` say whether A is stored k×m / B is stored n×k (row-major, leading dimensions as stored).
+    public static func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                             alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                             b: UnsafePointer<Float>, ldb: Int,
+                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard m > 0, n > 0 else { return }
+        guard case .success(let lib) = loaded else {
+            preconditionFailure("BLAS.sgemm called without BLAS.load()")
+        }
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        // CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112.
+        lib.sgemm(101, transA ? 112 : 111, transB ? 112 : 111, Int32(m), Int32(n), Int32(k), alpha,
+                  a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// `C[m×n] = A[m×k] · W[n×k]ᵀ (+ C if accumulate)`, the product of a linear layer, split over the cores
+    /// by blocks of output columns. Each column block is an independent sgemm, so the values do not depend on
+    /// the number of threads.
+    public static func linear(_ a: UnsafePointer<Float>, m: Int, k: Int, weight w: UnsafePointer<Float>, n: Int,
+                              into c: UnsafeMutablePointer<Float>, ldc: Int? = nil, accumulate: Bool = false) {
+        let ldc = ldc ?? n
+        let block = 256
+        let blocks = (n + block - 1) / block
+        // Few tokens: one call per block is too fine; small problems run on the calling thread.
+        if blocks <= 1 || m * n * k < 1 << 20 {
+            sgemm(transB: true, m: m, n: n, k: k, a: a, lda: k, b: w, ldb: k, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+            return
+        }
+        let threads = min(activeCores, blocks)
+        let perThread = (blocks + threads - 1) / threads
+        nonisolated(unsafe) let (a, w, c) = (a, w, c)
+        parallelFor(threads) { t in
+            let n0 = t * perThread * block, n1 = min(n, (t + 1) * perThread * block)
+            guard n0 < n1 else { return }
+            sgemm(transB: true, m: m, n: n1 - n0, k: k, a: a, lda: k, b: w + n0 * k, ldb: k,
+                  beta: accumulate ? 1 : 0, c: c + n0, ldc: ldc)
+        }
+    }
+
+    /// Cores available to this process.
+    public static let activeCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+}
+
+/// Errors of the BLAS loader.
+public enum BLASError: QKitError, Equatable {
+    case unavailable(String)
+
+    public var exitStatus: ExitStatus { .unavailable }
+
+    public var description: String {
+        switch self {
+        case .unavailable(let why): "cannot load OpenBLAS (\(why)); install libopenblas0 (apt install libopenblas-dev)"
+        }
+    }
+}
