@@ -69,18 +69,17 @@ public enum BLAS {
     public static func linear(_ a: UnsafePointer<Float>, m: Int, k: Int, weight w: UnsafePointer<Float>, n: Int,
                               into c: UnsafeMutablePointer<Float>, ldc: Int? = nil, accumulate: Bool = false) {
         let ldc = ldc ?? n
-        let block = 256
-        let blocks = (n + block - 1) / block
-        // Few tokens: one call per block is too fine; small problems run on the calling thread.
-        if blocks <= 1 || m * n * k < 1 << 20 {
+        // Column blocks depend only on the shape (never on the core count), so every block is the same
+        // sgemm call, with the same values, however many threads run them.
+        let blocks = m * n * k < 1 << 20 ? 1 : min(8, max(1, n / 64))
+        if blocks == 1 {
             sgemm(transB: true, m: m, n: n, k: k, a: a, lda: k, b: w, ldb: k, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
             return
         }
-        let threads = min(activeCores, blocks)
-        let perThread = (blocks + threads - 1) / threads
+        let width = (n / blocks + 15) / 16 * 16
         nonisolated(unsafe) let (a, w, c) = (a, w, c)
-        parallelFor(threads) { t in
-            let n0 = t * perThread * block, n1 = min(n, (t + 1) * perThread * block)
+        parallelFor(blocks) { t in
+            let n0 = t * width, n1 = t == blocks - 1 ? n : min(n, (t + 1) * width)
             guard n0 < n1 else { return }
             sgemm(transB: true, m: m, n: n1 - n0, k: k, a: a, lda: k, b: w + n0 * k, ldb: k,
                   beta: accumulate ? 1 : 0, c: c + n0, ldc: ldc)
