@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import Common
 
@@ -5,12 +8,202 @@ import Common
 struct Qquant: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qquant",
-        abstract: "Quantize a checkpoint (RTN, HQQ, AWQ, GPTQ, SmoothQuant, ...).",
-        discussion: "Not available yet in this version of qkit: the command exits with status 69 (EX_UNAVAILABLE).")
+        abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
+        discussion: """
+            Available now: the data-free algorithms rtn (round to nearest, optionally with an MSE clipping \
+            search, --clip mse) and hqq (half-quadratic, float zero points). The calibrated algorithms (awq, \
+            gptq, smoothquant, qoq, svdquant) exit with status 69 until they land.
 
-    @Argument(help: "Model directory or file.") var model: String?
+            By default every linear weight inside the decoder blocks (model.layers.N.*_proj.weight, MoE \
+            experts too) is quantized with the scheme the options describe; embeddings, norms and lm_head \
+            are copied unchanged. --rule REGEX=SCHEME overrides the scheme of the tensors whose name \
+            contains a match (first matching rule wins; it may also select other tensors, e.g. lm_head); \
+            --skip REGEX keeps matching tensors whatever the rules say.
+
+            SCHEME is keep, or FORMAT[:OPTION]... with FORMAT one of int2..int8, fp8, fp8e5m2, fp4, nvfp4, \
+            mxfp4, mxfp8 and OPTIONs gN (groups of N along the input dimension), ch (per output channel), \
+            tensor, sym, asym, rtn, mse, hqq. Examples: int4:g64:asym, int8:ch, int3:g64:hqq, fp8, nvfp4.
+
+            The output is a qkit checkpoint (man 5 qkit): P.weight becomes P.weight_q (codes, one per \
+            element), P.weight_scale and, as the format needs, P.weight_zero_point and \
+            P.weight_global_scale; every other tensor and file is copied byte for byte; config.json gains \
+            quantization_config (quant_method qkit). With --fake the weights are written dequantized, in \
+            their source dtype or --dtype: a plain model any tool loads. The output directory is staged \
+            under a hidden name beside DIR and renamed into place at the end: a failed or killed run leaves \
+            no DIR.
+            """)
+
+    @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
+    var model: String
+
+    @Option(help: "Algorithm: rtn or hqq (awq, gptq, smoothquant, qoq, svdquant: not available yet).")
+    var algo: String = "rtn"
+
+    @Option(help: "Weight bits for --format int (2 to 8; default 4).")
+    var wbits: Int?
+
+    @Option(help: "Group size along the input dimension: N, channel, or tensor (default: the format's, 128 for int).")
+    var group: String?
+
+    @Flag(name: .customLong("sym"), help: "Symmetric integers (the default for rtn).")
+    var symmetric = false
+
+    @Flag(name: .customLong("asym"), help: "Asymmetric integers with a zero point (the default for hqq).")
+    var asymmetric = false
+
+    @Option(help: "Number format: int, fp8, fp8e5m2, fp4, nvfp4, mxfp4, mxfp8.")
+    var format: String = "int"
+
+    @Option(help: "Range search for rtn: none or mse (shrink the range by up to 20%, least |error|^2.4).")
+    var clip: String = "none"
+
+    @Option(name: .customLong("rule"), help: "REGEX=SCHEME: the scheme of the tensors whose name matches (repeatable).")
+    var rules: [String] = []
+
+    @Option(name: .customLong("rules"), help: "A file of REGEX=SCHEME lines (# comments), applied after the --rule options.")
+    var rulesFile: String?
+
+    @Option(name: .customLong("skip"), help: "Keep the tensors whose name matches REGEX unquantized (repeatable).")
+    var skips: [String] = []
+
+    @Flag(help: "Write dequantized weights (a plain float model) instead of codes and scales.")
+    var fake = false
+
+    @Option(help: "Element type of --fake weights: f32, f16 or bf16 (default: the source dtype).")
+    var dtype: String?
+
+    @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
+    var maxShardSize: String = "5GB"
+
+    @Option(help: "Activation bits (not available yet).") var abits: Int?
+    @Option(help: "KV-cache bits (not available yet).") var kvbits: Int?
+    @Option(help: "Calibration text (not available yet: calibrated algorithms land with issues 5 and 7).") var data: String?
+    @Option(help: "Statistics file from qcalib (not available yet).") var stats: String?
+
+    @Option(name: .shortAndLong, help: "Output directory.")
+    var output: String
+
+    @Flag(name: .long, help: "Print a JSON summary of what was done on standard output.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Print one line per quantized tensor on standard error.")
+    var verbose = false
+
+    @Flag(name: .shortAndLong, help: "Print nothing but errors.")
+    var quiet = false
 
     func run() throws {
-        throw notAvailableYet("qquant", "quantization is not implemented in this version of qkit")
+        if ["awq", "gptq", "smoothquant", "qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) needs calibration, which is not available yet (see issues 5 and 7); use rtn or hqq")
+        }
+        for (flag, given) in [("--abits", abits != nil), ("--kvbits", kvbits != nil), ("--data", data != nil), ("--stats", stats != nil)] where given {
+            throw notAvailableYet("qquant", "\(flag) is not available yet (calibrated quantization: issues 5 and 7)")
+        }
+        try runTool("qquant") {
+            var options = QuantizeOptions(recipe: try recipe())
+            options.fake = fake
+            if let dtype {
+                guard fake else { throw UsageError("--dtype applies to --fake output only") }
+                guard let d = ["f32": DType.f32, "f16": .f16, "bf16": .bf16][dtype.lowercased()] else {
+                    throw UsageError("--dtype: '\(dtype)' is not f32, f16 or bf16")
+                }
+                options.fakeDType = d
+            }
+            guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
+            options.maxShardSize = shard
+            let progress = quiet || isatty(2) == 0 ? nil : ProgressLine()
+            let report = try QKitQuantizer.run(model: model, output: output, options: options,
+                                               progress: progress.map { p in { p.update($0, $1) } },
+                                               log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
+            progress?.finish()
+            if json {
+                print(report.json.serialized(indent: 2))
+            } else if !quiet {
+                var counts: [String: Int] = [:]
+                for q in report.quantized { counts[q.scheme.description, default: 0] += 1 }
+                let schemes = counts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
+                print("\(output): quantized \(report.quantized.count) weights (\(schemes.isEmpty ? "none" : schemes)), copied \(report.copied) tensors")
+                print("read \(humanBytes(report.bytesRead)), wrote \(humanBytes(report.bytesWritten)) in \(fixedDecimals(report.seconds, 2)) s "
+                      + "(\(fixedDecimals(Double(report.bytesRead) / max(report.seconds, 1e-9) / 1e9, 2)) GB/s read)")
+            }
+        }
     }
+
+    /// The recipe the options describe.
+    func recipe() throws -> QuantRecipe {
+        guard let algorithm = QuantAlgorithm(rawValue: algo.lowercased()), algorithm != .mse else {
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq; awq, gptq, smoothquant, qoq, svdquant later)")
+        }
+        guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? 4) : QuantFormat(name: format) else {
+            throw UsageError("--format: unknown format '\(format)' (int, fp8, fp8e5m2, fp4, nvfp4, mxfp4, mxfp8)")
+        }
+        if let wbits, wbits != f.info.elementBits {
+            throw UsageError("--wbits \(wbits) does not go with --format \(format) (\(f.info.elementBits)-bit elements)")
+        }
+        if symmetric && asymmetric { throw UsageError("--sym and --asym exclude each other") }
+        var granularity: QuantGranularity?
+        if let group {
+            switch group.lowercased() {
+            case "channel", "ch", "-1": granularity = .channel
+            case "tensor", "0": granularity = .tensor
+            default:
+                guard let g = Int(group), g > 0 else { throw UsageError("--group: '\(group)' is not a positive size, channel or tensor") }
+                granularity = .group(g)
+            }
+        }
+        let clipAlgorithm: QuantAlgorithm
+        switch clip.lowercased() {
+        case "none": clipAlgorithm = algorithm
+        case "mse":
+            guard algorithm == .rtn else { throw UsageError("--clip mse goes with --algo rtn") }
+            clipAlgorithm = .mse
+        default: throw UsageError("--clip: '\(clip)' is not none or mse")
+        }
+        let scheme = QuantScheme(format: f, granularity: granularity, symmetric: symmetric ? true : (asymmetric ? false : nil),
+                                 algorithm: clipAlgorithm)
+        try scheme.validate()
+        var all: [QuantRule] = []
+        for r in rules { all.append(try QuantRule(parsing: r)) }
+        if let rulesFile {
+            let bytes = try readSmallFile(rulesFile, limit: 16 << 20)
+            all += try QuantRule.parseFile(String(decoding: bytes, as: UTF8.self), path: rulesFile)
+        }
+        return try QuantRecipe(defaultScheme: scheme, rules: all, skipPatterns: skips)
+    }
+}
+
+/// A progress line with an ETA on standard error, redrawn at most five times a second.
+final class ProgressLine {
+    let start = Date.now
+    var last = 0.0
+    func update(_ done: Int, _ total: Int) {
+        let t = Date.now - start
+        guard t - last >= 0.2 || done == total else { return }
+        last = t
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let eta = fraction > 0 ? t / fraction - t : 0
+        writeStandardError("\rqquant: \(Int(fraction * 100))% of \(humanBytes(total)), \(fixedDecimals(Double(done) / max(t, 1e-9) / 1e9, 2)) GB/s, ETA \(Int(eta.rounded())) s   ")
+    }
+    func finish() { writeStandardError("\r\u{1B}[K") }
+}
+
+/// Seconds since an arbitrary origin (monotonic).
+enum Date {
+    static var now: Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}
+
+/// "5GB" → 5·10⁹, "2GiB" → 2·2³⁰, "500MB", "123" (bytes); `nil` if unreadable or not positive.
+func parseByteSize(_ text: String) -> Int? {
+    let s = text.uppercased()
+    let units: [(String, Double)] = [("KIB", 1024), ("MIB", 1_048_576), ("GIB", 1_073_741_824), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("B", 1)]
+    for (u, m) in units where s.hasSuffix(u) {
+        guard let v = Double(s.dropLast(u.count)), v > 0, v * m < 9e18 else { return nil }
+        return max(1, Int(v * m))
+    }
+    guard let v = Int(s), v > 0 else { return nil }
+    return v
 }

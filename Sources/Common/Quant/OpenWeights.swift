@@ -1,0 +1,8 @@
+/// Opens any model directory (or checkpoint path) as a `WeightSource`: a qkit checkpoint (config.json
+/// `quantization_config.quant_method` is `qkit`) dequantizes its weights on read (`QKitWeights`); anything
+/// else is read as a float checkpoint (`CheckpointWeights`).
+public func openWeights(path: String) throws -> any WeightSource {
+    let ck = try Checkpoint(path: path)
+    if ck.config?["quantization_config"]?["quant_method"]?.stringValue == "qkit" { return try QKitWeights(ck) }
+    return CheckpointWeights(ck)
+}
