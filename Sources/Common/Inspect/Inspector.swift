@@ -265,21 +265,28 @@ extension String {
 
 /// Progress with an ETA on stderr, shown only when stderr is a terminal.
 public final class Progress {
-    let total: Int
+    var total: Int
     let label: String
+    /// `nil`: the rate is bytes per second; otherwise the name of what is counted.
+    let unit: String?
     var done = 0
     let start = monotonicSeconds()
     var lastPrint = 0.0
     let enabled: Bool
 
-    public init(total: Int, label: String, quiet: Bool = false) {
+    public init(total: Int, label: String, quiet: Bool = false, unit: String? = nil) {
         self.total = total
         self.label = label
+        self.unit = unit
         enabled = !quiet && isatty(2) == 1
     }
 
-    public func advance(_ n: Int) {
-        done += n
+    public func advance(_ n: Int) { update(done: done + n, total: total) }
+
+    /// Sets how much of how much is done.
+    public func update(done: Int, total: Int) {
+        self.done = done
+        self.total = total
         guard enabled else { return }
         let now = monotonicSeconds()
         guard now - lastPrint > 0.2 else { return }
@@ -288,7 +295,8 @@ public final class Progress {
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let pct = total > 0 ? 100 * Double(done) / Double(total) : 100
-        writeStandardError("\r\(label) " + cFormat("%5.1f%%", pct) + "  \(humanBytes(Int(rate)))/s  ETA " + cFormat("%.0fs   ", eta))
+        let speed = unit.map { "\(done)/\(total) \($0)" } ?? "\(humanBytes(Int(rate)))/s"
+        writeStandardError("\r\(label) " + cFormat("%5.1f%%", pct) + "  \(speed)  ETA " + cFormat("%.0fs   ", eta))
     }
 
     public func finish() {

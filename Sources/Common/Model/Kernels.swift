@@ -20,7 +20,9 @@ public enum Kernels {
         p = p * r + 0.5
         p = p * r + 1
         p = p * r + 1
-        let bits = (SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(n, rounding: .towardZero)) &+ 127) &<< 23
+        // n is integral and within ±128: adding 1.5·2²³ + 127 leaves n + 127 in the low mantissa bits.
+        let biased = unsafeBitCast(n + 12583039, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let bits = biased &<< 23
         var result = p * unsafeBitCast(bits, to: SIMD8<Float>.self)
         result.replace(with: 0, where: x .< -87.33654)
         result.replace(with: .infinity, where: x .> 88.72283)
@@ -103,7 +105,7 @@ public enum Kernels {
         guard n > 0 else { return }
         var mx = SIMD8<Float>(repeating: -.infinity)
         var i = 0
-        while i + 8 <= n { mx = pointwiseMax(mx, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
+        while i + 8 <= n { let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self); mx.replace(with: v, where: v .> mx); i += 8 }
         var m = mx.max()
         while i < n { m = Swift.max(m, x[i]); i += 1 }
         let m8 = SIMD8<Float>(repeating: m)

@@ -69,9 +69,21 @@ public enum BLAS {
     public static func linear(_ a: UnsafePointer<Float>, m: Int, k: Int, weight w: UnsafePointer<Float>, n: Int,
                               into c: UnsafeMutablePointer<Float>, ldc: Int? = nil, accumulate: Bool = false) {
         let ldc = ldc ?? n
-        // Column blocks depend only on the shape (never on the core count), so every block is the same
-        // sgemm call, with the same values, however many threads run them.
-        let blocks = m * n * k < 1 << 20 ? 1 : min(8, max(1, n / 64))
+        // The work is cut by shape only (never by the core count), so every piece is the same sgemm call,
+        // with the same values, however many threads run the pieces. Many tokens: blocks of rows (each packs
+        // the weights once more, negligible against 2·rows flops per weight); few tokens: blocks of columns.
+        let small = m * n * k < 1 << 20
+        if !small && m >= 2 * rowBlock {
+            let blocks = (m + rowBlock - 1) / rowBlock
+            nonisolated(unsafe) let (a, w, c) = (a, w, c)
+            parallelFor(blocks) { t in
+                let m0 = t * rowBlock, m1 = min(m, m0 + rowBlock)
+                sgemm(transB: true, m: m1 - m0, n: n, k: k, a: a + m0 * k, lda: k, b: w, ldb: k,
+                      beta: accumulate ? 1 : 0, c: c + m0 * ldc, ldc: ldc)
+            }
+            return
+        }
+        let blocks = small ? 1 : min(8, max(1, n / 64))
         if blocks == 1 {
             sgemm(transB: true, m: m, n: n, k: k, a: a, lda: k, b: w, ldb: k, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
             return
@@ -85,6 +97,9 @@ public enum BLAS {
                   beta: accumulate ? 1 : 0, c: c + n0, ldc: ldc)
         }
     }
+
+    /// Rows of activations per sgemm call when a product is cut by rows.
+    static let rowBlock = 256
 
     /// Cores available to this process.
     public static let activeCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
