@@ -11,6 +11,7 @@ let subcommands: [(name: String, summary: String, run: ([String]) throws -> Void
     ("kernel", "the statistics kernel alone on 1 GiB of bf16 in memory [--reps 3]", runKernel),
     ("sgemm", "OpenBLAS sgemm GFLOP/s on forward-pass and calibration shapes, all cores [--reps 3]", runSgemm),
     ("json", "parse a 2 MB safetensors-style header: qkit vs json-c vs Foundation [--entries 17200] [--reps 5]", runJSON),
+    ("tokenize", "tokenizer encode MB/s vs HF tokenizers, ids compared, on the pydoc corpora TOKENIZER [--corpus F]... [--peer PYTHON] [--reps 3]", runTokenize),
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())
