@@ -18,19 +18,19 @@ from compressed_tensors.quantization import QuantizationArgs
 from compressed_tensors.quantization.lifecycle.forward import quantize
 from compressed_tensors.quantization.utils.helpers import calculate_qparams, generate_gparam
 from compressed_tensors.quantization.quant_args import FP4_E2M1_DATA
+from compressed_tensors.compressors.nvfp4.helpers import pack_fp4_to_uint8
 
 OUT = os.path.join(os.path.dirname(__file__), "../CommonTests/Fixtures/quant/vectors.json")
-E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 
 
 def f32bits(x):
     return struct.unpack("<I", struct.pack("<f", float(x)))[0]
 
 
-def e2m1_code(v):
-    v = float(v)
-    code = E2M1.index(abs(v))
-    return code | (8 if math.copysign(1, v) < 0 and v != 0 else 0)
+def e2m1_codes(q):
+    """E2M1 codes of FP4-valued tensor q, from compressed-tensors' own packer (low nibble = even column)."""
+    packed = pack_fp4_to_uint8(q.reshape(-1, 2).float()).flatten().tolist()
+    return [c for b in packed for c in (b & 0xF, b >> 4)]
 
 
 def matrix(seed, n, k, outliers=True):
@@ -73,10 +73,10 @@ def ct_case(name, w, args, scheme, kind):
         case["codes"] = q.to(torch.float8_e4m3fn).view(torch.uint8).flatten().tolist()
         case["scales"] = [f32bits(s) for s in scale.flatten().tolist()]
     elif kind == "fp4":
-        case["codes"] = [e2m1_code(v) for v in q.flatten().tolist()]
+        case["codes"] = e2m1_codes(q)
         case["scales"] = [f32bits(s) for s in scale.flatten().tolist()]
     elif kind == "nvfp4":
-        case["codes"] = [e2m1_code(v) for v in q.flatten().tolist()]
+        case["codes"] = e2m1_codes(q)
         case["scales"] = scale.to(torch.float8_e4m3fn).view(torch.uint8).flatten().tolist()
         case["global_scale"] = f32bits(gs.item())
     return case
@@ -97,7 +97,7 @@ def mx_case(name, w, bits):
             x = wg[r, g] / torch.tensor(2.0 ** (c - 127))
             if bits == 4:
                 y = FP4_E2M1_DATA.cast_to_fp4(torch.clamp(x, -6, 6))
-                codes += [e2m1_code(v) for v in y.tolist()]
+                codes += e2m1_codes(y)
             else:
                 codes += torch.clamp(x, -448, 448).to(torch.float8_e4m3fn).view(torch.uint8).tolist()
     return {"name": name, "scheme": f"mxfp{bits}:g32", "shape": [n, k], "input": [f32bits(x) for x in w.flatten().tolist()],

@@ -29,7 +29,7 @@ public struct QuantRule: @unchecked Sendable, CustomStringConvertible {
     /// Parses a rules file: one `REGEX=SCHEME` per line; blank lines and lines starting with `#` are ignored.
     public static func parseFile(_ text: String, path: String) throws(SchemeError) -> [QuantRule] {
         var rules: [QuantRule] = []
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = String(raw).trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
             do { rules.append(try QuantRule(parsing: line)) } catch {
