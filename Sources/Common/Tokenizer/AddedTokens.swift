@@ -18,6 +18,8 @@ struct AddedTokens: Sendable {
     private var raw: [[Token]] = Array(repeating: [], count: 256)
     private var normalized: [[Token]] = Array(repeating: [], count: 256)
     private(set) var hasRaw = false, hasNormalized = false
+    /// Whether some token starts with each byte.
+    private var rawFirst = [Bool](repeating: false, count: 256), normalizedFirst = [Bool](repeating: false, count: 256)
     private(set) var idOfContent: [String: Int32] = [:]
     private(set) var specialContents: Set<String> = []
 
@@ -26,6 +28,17 @@ struct AddedTokens: Sendable {
     /// Adds `t`; `normalize` gives the form a `normalized` token is matched in.
     mutating func add(_ t: Token, normalize: ([UInt8]) -> [UInt8]) {
         guard !t.content.isEmpty else { return }
+        // A token added again replaces the one of its id (HF keeps one token per id).
+        for k in 0..<256 {
+            raw[k].removeAll { $0.id == t.id }
+            normalized[k].removeAll { $0.id == t.id }
+        }
+        hasRaw = raw.contains { !$0.isEmpty }
+        hasNormalized = normalized.contains { !$0.isEmpty }
+        defer {
+            rawFirst = raw.map { !$0.isEmpty }
+            normalizedFirst = normalized.map { !$0.isEmpty }
+        }
         let text = String(decoding: t.content, as: UTF8.self)
         idOfContent[text] = t.id
         if t.special { specialContents.insert(text) }
@@ -52,8 +65,10 @@ struct AddedTokens: Sendable {
         var out = [(Range<Int>, Int32?)]()
         var done = 0
         var i = 0
+        let first = useNormalized ? normalizedFirst : rawFirst
         text.withUnsafeBufferPointer { b in
             while i < b.count {
+                guard first[Int(b[i])] else { i += 1; continue }
                 var found: Token?
                 for t in table[Int(b[i])] where i + t.content.count <= b.count {
                     var k = 1

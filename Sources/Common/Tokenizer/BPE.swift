@@ -3,7 +3,7 @@ struct BPEModel: @unchecked Sendable {
     /// Token text (UTF-8) → id.
     let vocab: ByteStringTable
     /// (left id << 32 | right id) → (rank << 32 | merged id).
-    let merges: [UInt64: UInt64]
+    let merges: PairTable
     let unknownID: Int32?
     let fuseUnknown: Bool
     let byteFallback: Bool
@@ -19,10 +19,10 @@ struct BPEModel: @unchecked Sendable {
     /// result (no vocabulary token has `▁` after another character, so no merge can cross such a cut).
     let metaspaceCut: [UInt8]?
 
-    init(vocab: ByteStringTable, tokenCount: Int, tokens: [String?], merges: [UInt64: UInt64], unknownID: Int32?, fuseUnknown: Bool,
+    init(vocab: ByteStringTable, tokens: [String?], merges: [UInt64: UInt64], unknownID: Int32?, fuseUnknown: Bool,
          byteFallback: Bool, ignoreMerges: Bool, byteLevel: Bool) {
         self.vocab = vocab
-        self.merges = merges
+        self.merges = PairTable(merges)
         self.unknownID = unknownID
         self.fuseUnknown = fuseUnknown
         self.byteFallback = byteFallback
@@ -48,25 +48,34 @@ struct BPEModel: @unchecked Sendable {
         metaspaceCut = safe ? bar : nil
     }
 
+    /// `p` with every piece cut before each `▁` that follows another character, when `metaspaceCut` says the
+    /// ids do not change by it (SentencePiece-style files without a pre-tokenizer make the whole text one word).
+    func cutAtMetaspace(_ p: Pieces) -> Pieces {
+        guard let cut = metaspaceCut else { return p }
+        var ranges = [Range<Int>]()
+        ranges.reserveCapacity(p.ranges.count + p.bytes.count / 4)
+        p.bytes.withUnsafeBufferPointer { w in
+            for r in p.ranges {
+                var start = r.lowerBound, i = r.lowerBound + 1
+                while i + 3 <= r.upperBound {
+                    let isBar = w[i] == cut[0] && w[i + 1] == cut[1] && w[i + 2] == cut[2]
+                    let afterBar = i - 3 >= r.lowerBound && w[i - 3] == cut[0] && w[i - 2] == cut[1] && w[i - 1] == cut[2]
+                    if isBar && !afterBar {
+                        ranges.append(start..<i)
+                        start = i
+                        i += 3
+                    } else {
+                        i += 1
+                    }
+                }
+                ranges.append(start..<r.upperBound)
+            }
+        }
+        return Pieces(bytes: p.bytes, ranges: ranges, firstAtOrigin: p.firstAtOrigin)
+    }
+
     /// Appends the ids of one pre-tokenized word.
     func encode(_ w: UnsafeBufferPointer<UInt8>, into out: inout [Int32], scratch: inout BPEScratch) {
-        if let cut = metaspaceCut, w.count > 3 {
-            // Cut before every ▁ that follows another character.
-            var start = 0, i = 1
-            while i + 3 <= w.count {
-                let isBar = w[i] == cut[0] && w[i + 1] == cut[1] && w[i + 2] == cut[2]
-                let afterBar = i >= 3 && w[i - 3] == cut[0] && w[i - 2] == cut[1] && w[i - 1] == cut[2]
-                if isBar && !afterBar {
-                    encodeWhole(UnsafeBufferPointer(rebasing: w[start..<i]), into: &out, scratch: &scratch)
-                    start = i
-                    i += 3
-                } else {
-                    i += 1
-                }
-            }
-            encodeWhole(UnsafeBufferPointer(rebasing: w[start...]), into: &out, scratch: &scratch)
-            return
-        }
         encodeWhole(w, into: &out, scratch: &scratch)
     }
 

@@ -87,3 +87,41 @@ struct ByteStringTable {
         }
     }
 }
+
+/// A hash table from merge pairs (left id << 32 | right id) to (rank << 32 | merged id): open addressing with a
+/// multiplicative hash, several times faster than `Dictionary` with the standard library's seeded hasher.
+struct PairTable: Sendable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let shift: UInt64
+    private static let empty = UInt64.max
+
+    init(_ entries: [UInt64: UInt64]) {
+        var bits: UInt64 = 4
+        while (1 << bits) < entries.count * 2 { bits += 1 }
+        let n = 1 << Int(bits)
+        keys = [UInt64](repeating: Self.empty, count: n)
+        values = [UInt64](repeating: 0, count: n)
+        shift = 64 - bits
+        for (k, v) in entries {
+            var slot = Int((k &* 0x9E37_79B9_7F4A_7C15) >> shift)
+            while keys[slot] != Self.empty { slot = (slot + 1) & (n - 1) }
+            keys[slot] = k
+            values[slot] = v
+        }
+    }
+
+    /// The value of `key`, or `nil`.
+    @inline(__always) subscript(key: UInt64) -> UInt64? {
+        keys.withUnsafeBufferPointer { k in
+            let mask = k.count - 1
+            var slot = Int((key &* 0x9E37_79B9_7F4A_7C15) >> shift)
+            while true {
+                let x = k[slot]
+                if x == key { return values[slot] }
+                if x == Self.empty { return nil }
+                slot = (slot + 1) & mask
+            }
+        }
+    }
+}

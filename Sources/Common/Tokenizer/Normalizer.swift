@@ -20,10 +20,33 @@ indirect enum Normalizer {
         case .lowercase:
             return Array(String(decoding: b, as: UTF8.self).lowercased().utf8)
         case .nfc:
-            // Every scalar below U+0300 (lead byte below 0xCC) is NFC-stable and composes with nothing before it.
-            guard b.contains(where: { $0 >= 0xCC }) else { return b }
-            return String(decoding: b, as: UTF8.self)._nfcCodeUnits
+            return Self.nfc(b)
         }
+    }
+
+    /// NFC of `b`, normalizing only the stretches that can change: a run of non-ASCII characters with the ASCII
+    /// character before it (which may be the base of a following combining mark). ASCII characters are never the
+    /// second of a canonical composition, so text splits there; a run whose scalars are all below U+0300 (lead
+    /// bytes below 0xCC) is already NFC.
+    static func nfc(_ b: [UInt8]) -> [UInt8] {
+        guard b.contains(where: { $0 >= 0xCC }) else { return b }
+        var out = [UInt8]()
+        out.reserveCapacity(b.count)
+        var i = 0
+        while i < b.count {
+            guard b[i] >= 0x80 else { out.append(b[i]); i += 1; continue }
+            var start = i
+            if start > 0 && b[start - 1] < 0x80 { start -= 1; out.removeLast() }
+            var j = i, needs = false
+            while j < b.count && b[j] >= 0x80 { needs = needs || b[j] >= 0xCC; j += 1 }
+            if needs {
+                out.append(contentsOf: String(decoding: b[start..<j], as: UTF8.self)._nfcCodeUnits)
+            } else {
+                out.append(contentsOf: b[start..<j])
+            }
+            i = j
+        }
+        return out
     }
 
     /// `b` with every non-overlapping occurrence of `pattern` (left to right) replaced by `content`.

@@ -136,7 +136,7 @@ public final class Tokenizer: Sendable {
                 if let nid { jobs.append((nid, nil)); continue }
                 var p = Pieces(bytes: sub == bytes.indices ? bytes : Array(bytes[sub]), atOrigin: atOrigin && sub.lowerBound == 0)
                 if let pre = preTokenizer { p = pre.apply(p) }
-                jobs.append((nil, p))
+                jobs.append((nil, model.cutAtMetaspace(p)))
             }
         }
         for job in jobs {

@@ -57,21 +57,34 @@ struct TokenizerLoader {
 
         var tokens = tokensOfModel
         var added = AddedTokens()
+        // As HF does, the ids in the file are not used: an added token takes the id it already has (as an added
+        // token, then in the model's vocabulary), else the next id after the vocabulary's entry count.
+        var nextID = Int32(model.vocab.count)
         if let list = root["added_tokens"], list != .null {
             guard let items = list.arrayValue else { throw invalid("'added_tokens' is not an array") }
             for (k, t) in items.enumerated() {
                 let name = "added_tokens[\(k)]"
                 guard t.objectValue != nil else { throw invalid("\(name) is not an object") }
-                guard let id = t["id"]?.intValue, id >= 0, id < Int(Int32.max) else { throw invalid("\(name): 'id' is missing or not a valid id") }
+                guard let fileID = t["id"]?.intValue, fileID >= 0, fileID < Int(Int32.max) else { throw invalid("\(name): 'id' is missing or not a valid id") }
                 let content = try string(t, "content", in: name)
+                guard !content.isEmpty else { continue }
+                let id: Int32
+                if let known = added.idOfContent[content] ?? model.vocab.get(Array(content.utf8)) {
+                    id = known
+                } else {
+                    guard nextID < Int32.max - 1 else { throw invalid("\(name): too many added tokens") }
+                    id = nextID
+                    nextID += 1
+                }
+                _ = fileID
                 let special = try bool(t, "special", default: false, in: name)
                 let token = AddedTokens.Token(
-                    content: Array(content.utf8), id: Int32(id), special: special,
+                    content: Array(content.utf8), id: id, special: special,
                     singleWord: try bool(t, "single_word", default: false, in: name), lstrip: try bool(t, "lstrip", default: false, in: name),
                     rstrip: try bool(t, "rstrip", default: false, in: name), normalized: try bool(t, "normalized", default: !special, in: name))
                 added.add(token) { normalizer?.apply($0) ?? $0 }
-                if id >= tokens.count { tokens += Array(repeating: nil, count: id + 1 - tokens.count) }
-                tokens[id] = content
+                if Int(id) >= tokens.count { tokens += Array(repeating: nil, count: Int(id) + 1 - tokens.count) }
+                tokens[Int(id)] = content
             }
         }
         var parts = Parts(model: model, normalizer: normalizer, preTokenizer: pre, decoder: decoder, added: added, tokens: tokens, prefix: [], suffix: [])
@@ -250,7 +263,7 @@ struct TokenizerLoader {
             unknownID = id
         }
         let model = BPEModel(
-            vocab: vocab, tokenCount: tokens.count, tokens: tokens, merges: merges, unknownID: unknownID,
+            vocab: vocab, tokens: tokens, merges: merges, unknownID: unknownID,
             fuseUnknown: try bool(m, "fuse_unk", default: false, in: "model"), byteFallback: try bool(m, "byte_fallback", default: false, in: "model"),
             ignoreMerges: try bool(m, "ignore_merges", default: false, in: "model"), byteLevel: byteLevel)
         return (model, tokens)
