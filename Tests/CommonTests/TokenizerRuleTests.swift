@@ -164,6 +164,22 @@ struct TokenizerRuleTests {
         #expect(pieces(.llama3(maxDigits: 3), "(x) \u{17F}'\u{17F}") == ["(x", ")", " \u{17F}", "'\u{17F}"])
     }
 
+    @Test("The scanning merge loop (short words) gives the priority-queue loop's result")
+    func mergeLoopsAgree() throws {
+        let t = try TokenizerCorpusTests.tokenizer("llama-spm")
+        var rng = SplitMix(seed: 11)
+        let alphabet = Array("▁▁▁eeeaaattnnssrrllooii,.()=-\n0123é".unicodeScalars).compactMap { t.id(of: String($0)) } + [t.id(of: "<0xF0>")!]
+        var scratch = BPEScratch()
+        for _ in 0..<3000 {
+            let n = 1 + Int(rng.next() % 60)
+            let word = (0..<n).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+            var a = word, b = word
+            t.model.mergeByScanning(&a)
+            t.model.mergeWithQueue(&b, scratch: &scratch)
+            #expect(a == b, "\(word)")
+        }
+    }
+
     @Test("NFC by stretches equals NFC of the whole text")
     func nfcByStretches() {
         for text in ["plain ascii", "e\u{301} cafe\u{301}s A\u{30A}\u{301}x", "\u{1100}\u{1161}\u{11A8} 한", "x\u{327}\u{301}\u{300}y",

@@ -119,6 +119,7 @@ struct BPEModel: @unchecked Sendable {
         }
         // Initial symbols: one per character (per byte in byte-level mode), HF's unknown/fallback rules.
         var symbols = scratch.symbols
+        scratch.symbols = []  // keeps `symbols` uniquely referenced: no copy on write
         symbols.removeAll(keepingCapacity: true)
         var pendingUnknown = false
         func flushUnknown() {
@@ -162,15 +163,58 @@ struct BPEModel: @unchecked Sendable {
         scratch.symbols = symbols
     }
 
-    /// Applies the merges to `symbols` the way Hugging Face does: a priority queue ordered by (rank, position)
-    /// with stale entries dropped when their pair no longer produces the same token.
+    /// Words up to this many symbols are merged by scanning, longer ones with a priority queue.
+    static let scanLimit = 64
+
+    /// Applies the merges to `symbols`: repeatedly the pair of lowest rank, leftmost among equals, as Hugging
+    /// Face's priority queue does (its stale entries can never be taken: a pair that changed cannot produce the
+    /// same token, since tokens are distinct strings).
     func merge(_ symbols: inout [Int32], scratch: inout BPEScratch) {
+        if symbols.count <= Self.scanLimit { mergeByScanning(&symbols) } else { mergeWithQueue(&symbols, scratch: &scratch) }
+    }
+
+    @inline(__always) func pairMerge(_ a: Int32, _ b: Int32) -> UInt64 {
+        merges[UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))] ?? UInt64.max
+    }
+
+    /// The merge loop for short words: the (rank << 32 | merged id) of each adjacent pair kept in a small array,
+    /// the minimum found by a scan, the merged pair removed by shifting.
+    func mergeByScanning(_ symbols: inout [Int32]) {
+        var m = symbols.count
+        guard m > 1 else { return }
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: m) { pairs in
+            symbols.withUnsafeMutableBufferPointer { s in
+                for k in 0..<m - 1 { pairs[k] = pairMerge(s[k], s[k + 1]) }
+                while m > 1 {
+                    var best = UInt64.max, at = -1
+                    for k in 0..<m - 1 where pairs[k] < best { best = pairs[k]; at = k }
+                    guard at >= 0 else { break }
+                    s[at] = Int32(truncatingIfNeeded: best)
+                    var k = at + 1
+                    while k < m - 1 { s[k] = s[k + 1]; k += 1 }
+                    k = at + 1
+                    while k < m - 2 { pairs[k] = pairs[k + 1]; k += 1 }
+                    m -= 1
+                    if at + 1 < m { pairs[at] = pairMerge(s[at], s[at + 1]) }
+                    if at > 0 { pairs[at - 1] = pairMerge(s[at - 1], s[at]) }
+                }
+            }
+        }
+        symbols.removeLast(symbols.count - m)
+    }
+
+    /// The merge loop of Hugging Face: a priority queue ordered by (rank, position), stale entries dropped when
+    /// their pair no longer produces the same token.
+    func mergeWithQueue(_ symbols: inout [Int32], scratch: inout BPEScratch) {
         let n = symbols.count
         guard n > 1 else { return }
         var next = scratch.next, prev = scratch.prev, alive = scratch.alive
+        scratch.next = []; scratch.prev = []; scratch.alive = []
         next.removeAll(keepingCapacity: true); prev.removeAll(keepingCapacity: true); alive.removeAll(keepingCapacity: true)
         for k in 0..<n { next.append(Int32(k + 1 < n ? k + 1 : -1)); prev.append(Int32(k - 1)); alive.append(true) }
-        var heap = MergeHeap(storage: scratch.heap)
+        var storage: [MergeHeap.Entry] = []
+        swap(&storage, &scratch.heap)
+        var heap = MergeHeap(storage: storage)
         @inline(__always) func lookup(_ a: Int32, _ b: Int32) -> UInt64? {
             merges[UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))]
         }
@@ -223,7 +267,7 @@ struct MergeHeap {
     struct Entry { var rank: UInt32; var pos: UInt32; var id: Int32 }
     var storage: [Entry]
 
-    init(storage: [Entry]) {
+    init(storage: consuming [Entry]) {
         self.storage = storage
         self.storage.removeAll(keepingCapacity: true)
     }

@@ -148,7 +148,7 @@ public final class Tokenizer: Sendable {
 
     func encodePieces(_ p: Pieces, into out: inout [Int32]) {
         let n = p.ranges.count
-        let threads = n >= Self.parallelPieces ? min(8, max(1, activeProcessorCount())) : 1
+        let threads = n >= Self.parallelPieces ? min(8, max(1, sysconfNumberOfCores())) : 1
         p.bytes.withUnsafeBufferPointer { b in
             if threads == 1 {
                 var scratch = BPEScratch()
@@ -186,16 +186,3 @@ public final class Tokenizer: Sendable {
         return decoder.chain(pieces).joined()
     }
 }
-
-/// The number of cores this process may use.
-func activeProcessorCount() -> Int {
-    #if canImport(Glibc)
-    return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-    #else
-    return 1
-    #endif
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif
