@@ -105,4 +105,18 @@ struct EvalTests {
         #expect(h("The quick brown fox jumps over the lazy dog") == 0x0B242D361FDA71BC)
         #expect(XXH64.hex(0xab) == "00000000000000ab")
     }
+
+    @Test("XXH64 of a mapped file, hashed chunk by chunk, equals the one-shot hash", arguments: [0, 31, 32, 33, 1000, 65 << 20])
+    func xxh64File(size: Int) throws {
+        let dir = ggufTemporaryDirectory("xxh")
+        defer { removeTree(dir) }
+        var rng = SplitMix64(seed: UInt64(size))
+        let bytes = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let fd = open(dir + "/f", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        #expect(fd >= 0)
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == size)
+        close(fd)
+        let file = try MappedFile(path: dir + "/f")
+        #expect(XXH64.hash(file) == bytes.withUnsafeBytes { XXH64.hash($0) })
+    }
 }

@@ -13,28 +13,66 @@ public enum XXH64 {
 
     /// The hash of `bytes`.
     public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        let n = bytes.count
-        var i = 0
-        var h: UInt64
-        func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
-        func u32(_ at: Int) -> UInt64 { UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
-        if n >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
-            while i + 32 <= n {
+        var lanes = Lanes(seed: seed)
+        let whole = bytes.count / 32 * 32
+        lanes.consume(UnsafeRawBufferPointer(rebasing: bytes[0..<whole]))
+        return lanes.finish(tail: UnsafeRawBufferPointer(rebasing: bytes[whole...]), length: bytes.count, seed: seed)
+    }
+
+    /// The hash of a mapped file, read a chunk at a time, each chunk's pages released once hashed: resident
+    /// memory stays at one chunk however large the file.
+    public static func hash(_ file: MappedFile, seed: UInt64 = 0) -> UInt64 {
+        var lanes = Lanes(seed: seed)
+        let chunk = 64 << 20
+        let whole = file.count / 32 * 32
+        var at = 0
+        while at < whole {
+            let end = min(whole, at + chunk)
+            lanes.consume(UnsafeRawBufferPointer(rebasing: file.bytes[at..<end]))
+            file.release(at..<end)
+            at = end
+        }
+        return lanes.finish(tail: UnsafeRawBufferPointer(rebasing: file.bytes[whole...]), length: file.count, seed: seed)
+    }
+
+    /// The four accumulators of the 32-byte stripes.
+    struct Lanes {
+        var v1, v2, v3, v4: UInt64
+        var stripes = 0
+
+        init(seed: UInt64) { v1 = seed &+ p1 &+ p2; v2 = seed &+ p2; v3 = seed; v4 = seed &- p1 }
+
+        /// Consumes whole stripes (`bytes.count` a multiple of 32).
+        mutating func consume(_ bytes: UnsafeRawBufferPointer) {
+            var i = 0
+            func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+            while i + 32 <= bytes.count {
                 v1 = round(v1, u64(i)); v2 = round(v2, u64(i + 8)); v3 = round(v3, u64(i + 16)); v4 = round(v4, u64(i + 24))
                 i += 32
             }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
-        } else {
-            h = seed &+ p5
+            stripes += bytes.count / 32
         }
-        h &+= UInt64(n)
-        while i + 8 <= n { h = rotl(h ^ round(0, u64(i)), 27) &* p1 &+ p4; i += 8 }
-        if i + 4 <= n { h = rotl(h ^ (u32(i) &* p1), 23) &* p2 &+ p3; i += 4 }
-        while i < n { h = rotl(h ^ (UInt64(bytes[i]) &* p5), 11) &* p1; i += 1 }
-        h ^= h >> 33; h &*= p2; h ^= h >> 29; h &*= p3; h ^= h >> 32
-        return h
+
+        /// The final avalanche over the last `tail` (< 32) bytes of a `length`-byte input.
+        func finish(tail: UnsafeRawBufferPointer, length: Int, seed: UInt64) -> UInt64 {
+            var h: UInt64
+            if stripes > 0 {
+                h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+                h = merge(h, v1); h = merge(h, v2); h = merge(h, v3); h = merge(h, v4)
+            } else {
+                h = seed &+ p5
+            }
+            h &+= UInt64(length)
+            var i = 0
+            let n = tail.count
+            func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: tail.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+            func u32(_ at: Int) -> UInt64 { UInt64(UInt32(littleEndian: tail.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
+            while i + 8 <= n { h = rotl(h ^ round(0, u64(i)), 27) &* p1 &+ p4; i += 8 }
+            if i + 4 <= n { h = rotl(h ^ (u32(i) &* p1), 23) &* p2 &+ p3; i += 4 }
+            while i < n { h = rotl(h ^ (UInt64(tail[i]) &* p5), 11) &* p1; i += 1 }
+            h ^= h >> 33; h &*= p2; h ^= h >> 29; h &*= p3; h ^= h >> 32
+            return h
+        }
     }
 
     /// The hash as 16 lowercase hex digits.
@@ -46,7 +84,7 @@ public enum XXH64 {
     /// The hash of a model: of its `config.json` and of each weight file, in order, combined by hashing the
     /// concatenated 8-byte little-endian hashes. One file alone hashes to the file's own XXH64 combined so.
     public static func model(_ checkpoint: Checkpoint) -> UInt64 {
-        var parts: [UInt64] = checkpoint.files.map { hash($0.bytes) }
+        var parts: [UInt64] = checkpoint.files.map { hash($0) }
         if let dir = checkpoint.directory, let config = try? readSmallFile(dir + "/config.json") {
             parts.insert(config.withUnsafeBytes { hash($0) }, at: 0)
         }

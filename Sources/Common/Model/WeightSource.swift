@@ -88,6 +88,10 @@ public final class CheckpointWeights: WeightSource, @unchecked Sendable {
             let start = t.encoding.byteCount(elements: first)
             let bytes = t.encoding.byteCount(elements: count)
             try t.encoding.decode(UnsafeRawBufferPointer(rebasing: data[start..<(start + bytes)]), into: destination)
+            // The values are now in f32: drop the mapping's pages (the page cache keeps them), so resident
+            // memory is the decoded block, not the whole file.
+            let offset = t.fileRange.lowerBound + start
+            checkpoint.files[t.fileIndex].release(offset..<(offset + bytes))
         } else {
             // Rows that straddle a granule (sub-byte or block types): decode the covering granules.
             let lo = first / granule * granule
