@@ -6,30 +6,61 @@ struct Qpack: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qpack",
         abstract: "Pack, import and convert checkpoints between backend layouts.",
+        usage: """
+            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
+            qpack --verify OUT [--source IN]
+            """,
         discussion: """
-            Available now: --to safetensors with a GGUF file as IN (llama and qwen2 architectures): every tensor \
-            is dequantized (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face \
-            directory (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, \
-            generation_config.json). The directory appears only when everything succeeded.
+            IN is a qkit checkpoint (written by qquant: its codes are re-encoded exactly) or a float model \
+            (quantized first with RTN in the backend's default scheme, or --scheme). vllm-awq: AutoAWQ GEMM \
+            (int4, groups, asym or sym; default int4:g128:asym). vllm-gptq: GPTQ v1 (z - 1) or v2 with --gptq-v2 \
+            (int2/3/4/8, groups or per channel, act-order; default int4:g128:sym). compressed-tensors: \
+            pack-quantized (int4/int8), int-quantized W8A8 (int8 with --w8a8), float-quantized (fp8), \
+            nvfp4-pack-quantized (nvfp4); default int4:g128:sym. A combination the backend cannot express is \
+            refused with exit status 65 and nothing is written. The output directory appears only when \
+            everything succeeded.
 
-            The other formats are not available yet in this version of qkit: asking for one exits with status 69 \
-            (EX_UNAVAILABLE) and writes nothing.
+            --to safetensors imports a GGUF file (llama and qwen2): every tensor is dequantized (F32, F16, BF16, \
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face directory.
+
+            --verify reads OUT back: config keys, tensor names and shapes, every linear unpacked; with --source, \
+            codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
+            source's rounded to the stored dtype. Exit status 65 on any difference.
+
+            lightllm, mlc, tinychat, nunchaku and gguf are not available yet: asking for one exits with status \
+            69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
-    @Argument(help: "Input: a .gguf file, or - for standard input (for --to safetensors).")
+    @Argument(help: "Input: a qkit checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format (only safetensors is available yet).")
-    var format: PackFormat
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, safetensors.")
+    var format: PackFormat?
 
-    @Option(help: "Element type of the written tensors: f32, f16 or bf16.")
+    @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
+    var scheme: String?
+
+    @Flag(name: .customLong("gptq-v2"), help: "vllm-gptq: store exact zero points (checkpoint_format gptq_v2) instead of z - 1.")
+    var gptqV2 = false
+
+    @Flag(help: "compressed-tensors: write int8 weights as W8A8 int-quantized (dynamic per-token int8 activations).")
+    var w8a8 = false
+
+    @Flag(help: "Read IN as a packed output and check it (see --source).")
+    var verify = false
+
+    @Option(help: "With --verify: the checkpoint OUT was packed from; codes, scales and zeros must match it.")
+    var source: String?
+
+    @Option(help: "Element type of the written tensors (--to safetensors): f32, f16 or bf16.")
     var dtype: OutputDType = .f32
 
-    @Option(name: .customLong("max-shard-size"), help: "Largest shard, e.g. 5GB, 500MB, 2GiB (default: one file).")
+    @Option(name: .customLong("max-shard-size"), help: "Largest shard, e.g. 5GB, 500MB, 2GiB (default: one file for --to safetensors, 5GB otherwise).")
     var maxShardSize: String?
 
     @Option(name: .shortAndLong, help: "Output directory.")
-    var output: String
+    var output: String?
 
     @Flag(name: .shortAndLong, help: "Print one line per tensor on standard error.")
     var verbose = false
@@ -38,19 +69,48 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if format != .safetensors {
+        if let format, [.lightllm, .mlc, .tinychat, .nunchaku, .gguf].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {
+            let log: ((String) -> Void)? = verbose && !quiet ? { logLine("qpack: " + $0) } : nil
+            let parsedScheme = try scheme.map { s throws -> QuantScheme in
+                guard let q = try QuantScheme.parse(s) else { throw UsageError("--scheme keep quantizes nothing") }
+                return q
+            }
+            if verify {
+                guard format == nil, output == nil else { throw UsageError("--verify takes OUT and optionally --source IN, not --to or -o") }
+                let r = try PackVerifier.verify(output: input, source: source, scheme: parsedScheme)
+                if !quiet {
+                    print("\(input): ok: \(r.layout), \(r.packedLinears) packed linears, \(r.otherTensors) other tensors" +
+                          (r.comparedWithSource ? "; codes, zero points and scales equal to \(source!)" : ""))
+                }
+                return
+            }
+            guard let format else { throw UsageError("--to FORMAT is required (or --verify)") }
+            guard let output else { throw UsageError("-o OUT is required") }
+            guard source == nil else { throw UsageError("--source goes with --verify") }
             let shard = try maxShardSize.map { s throws(UsageError) in
                 guard let n = parseByteSize(s) else { throw UsageError("--max-shard-size: cannot read '\(s)' (use e.g. 5GB or 500MB)") }
                 return n
             }
-            guard input == "-" || input.lowercased().hasSuffix(".gguf") || (fileExists(input) && !isDirectory(input) && looksLikeGGUF(input)) else {
-                throw UsageError("--to safetensors needs a .gguf file as input (other inputs are not available yet)")
+            if format == .safetensors {
+                guard input == "-" || input.lowercased().hasSuffix(".gguf") || (fileExists(input) && !isDirectory(input) && looksLikeGGUF(input)) else {
+                    throw UsageError("--to safetensors needs a .gguf file as input")
+                }
+                try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard, progress: log)
+                return
             }
-            try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard,
-                               progress: verbose && !quiet ? { logLine("qpack: " + $0) } : nil)
+            guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }
+            guard format == .compressedTensors || !w8a8 else { throw UsageError("--w8a8 goes with --to compressed-tensors") }
+            var options = PackOptions(layout: Packer.layout(named: format.rawValue, gptqV2: gptqV2, w8a8: w8a8)!)
+            options.scheme = parsedScheme
+            if let shard { options.maxShardSize = shard }
+            let r = try Packer.run(input: input, output: output, options: options, log: log)
+            if !quiet {
+                logLine("qpack: \(output): \(format.rawValue), \(r.packed) linears packed, \(r.copied) tensors copied, " +
+                        "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with rtn)" : ""))
+            }
         }
     }
 }

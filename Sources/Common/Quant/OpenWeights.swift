@@ -4,5 +4,6 @@
 public func openWeights(path: String) throws -> any WeightSource {
     let ck = try Checkpoint(path: path)
     if ck.config?["quantization_config"]?["quant_method"]?.stringValue == "qkit" { return try QKitWeights(ck) }
+    if let packed = try openPackedWeights(ck) { return packed }
     return CheckpointWeights(ck)
 }

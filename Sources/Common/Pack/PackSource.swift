@@ -1,0 +1,97 @@
+/// The shape of one quantized linear of a pack source, known before any data is read.
+public struct LinearPlan: Sendable {
+    public var prefix: String
+    public var scheme: QuantScheme
+    public var n: Int, k: Int
+    /// Scale columns per row, and scale rows (1 for a tensor-wide scale, else N).
+    public var groups: Int, scaleRows: Int
+    /// Whether the source has an act-order `g_idx`.
+    public var hasGroupIndex: Bool
+    /// Parts no backend of this file packs (second-level scale, smoothing, low-rank branch, static input scale).
+    public var unsupportedParts: [String]
+}
+
+/// A qkit checkpoint opened as the source of a pack: its quantized linears (planned up front, read in
+/// canonical form one at a time) and the tensors that pass through unchanged.
+public final class PackSource {
+    public let checkpoint: Checkpoint
+    /// Quantized linears in natural name order.
+    public let linears: [LinearPlan]
+    /// Names of the tensors that make up the quantized linears (not copied).
+    public let consumed: Set<String>
+
+    /// The qkit tensor suffixes of a quantized linear.
+    static let parts = ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx",
+                        "smooth", "lora_down", "lora_up", "input_scale"]
+
+    /// Opens a qkit checkpoint (its tensors are checked by `QKitWeights`).
+    public init(_ ck: Checkpoint) throws {
+        checkpoint = ck
+        let weights = try QKitWeights(ck)
+        var plans: [LinearPlan] = []
+        var consumed = Set<String>()
+        for name in weights.quantizedWeights {
+            let p = String(name.dropLast(".weight".count))
+            guard let scheme = weights.modules[p] else {
+                throw PackError.malformed(path: ck.path, what: "\(p): no scheme recorded in quantization_config.modules")
+            }
+            let q = ck[p + ".weight_q"]!, s = ck[p + ".weight_scale"]!
+            var extra: [String] = []
+            for part in PackSource.parts {
+                guard ck[p + "." + part] != nil else { continue }
+                consumed.insert(p + "." + part)
+                if ["weight_scale_2", "smooth", "lora_down", "lora_up", "input_scale"].contains(part) { extra.append(part) }
+            }
+            plans.append(LinearPlan(prefix: p, scheme: scheme, n: q.shape[0], k: q.shape[1], groups: s.shape[1], scaleRows: s.shape[0],
+                                    hasGroupIndex: ck[p + ".g_idx"] != nil, unsupportedParts: extra))
+        }
+        linears = plans
+        self.consumed = consumed
+    }
+
+    /// Reads one planned linear in canonical form (`QuantizedLinear`).
+    public func linear(_ plan: LinearPlan) throws -> QuantizedLinear {
+        let ck = checkpoint, p = plan.prefix
+        let q = ck[p + ".weight_q"]!, s = ck[p + ".weight_scale"]!
+        let count = plan.n * plan.k
+        var codes = [UInt8](repeating: 0, count: count)
+        let raw = ck.data(q)
+        let bits = plan.scheme.integerBits
+        codes.withUnsafeMutableBufferPointer { c in
+            if plan.scheme.symmetric, bits > 0 {
+                // I8 codes q → q + 2^(b−1).
+                let offset = UInt8(1 << (bits - 1))
+                for i in 0..<count { c[i] = raw[i] &+ offset }
+            } else {
+                for i in 0..<count { c[i] = raw[i] }
+            }
+        }
+        ck.files[q.fileIndex].release(q.fileRange)
+        let scales = try readFloats(ck, s)
+        var zeros: [UInt8]?
+        if bits > 0 {
+            if let z = ck[p + ".weight_zero_point"] {
+                guard case .dtype(.u8) = z.encoding else {
+                    throw PackError.unsupported(path: ck.path, backend: "an integer layout", what: "\(p): float zero points (HQQ); requantize with rtn or mse")
+                }
+                zeros = Array(ck.data(z))
+            } else {
+                zeros = [UInt8](repeating: UInt8(1 << (bits - 1)), count: scales.count)
+            }
+        }
+        var groupIndex: [Int32]?
+        if let g = ck[p + ".g_idx"] {
+            let raw = ck.data(g)
+            groupIndex = (0..<plan.k).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self) }
+        }
+        var global: Float = 1
+        if let g = ck[p + ".weight_global_scale"] { global = ck.data(g).loadUnaligned(as: Float.self) }
+        return QuantizedLinear(prefix: p, scheme: plan.scheme, rows: 0..<plan.n, k: plan.k, codes: codes, scales: scales,
+                               scaleRows: plan.scaleRows, groups: plan.groups, zeros: zeros, groupIndex: groupIndex, globalScale: global)
+    }
+}
+
+extension QuantScheme {
+    /// Integer bit width, or 0 for float formats.
+    var integerBits: Int { if case .int(let b) = format { b } else { 0 } }
+}

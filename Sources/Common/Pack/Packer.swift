@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A backend layout qpack writes: how one canonical quantized linear becomes the backend's tensors, and
+/// the `quantization_config` the backend's loader reads. One conforming type per file in `Pack/`.
+public protocol PackLayout: Sendable {
+    /// The `--to` name (`vllm-awq`, `vllm-gptq`, `compressed-tensors`).
+    var name: String { get }
+    /// The scheme a float input is quantized with (RTN) when none is given.
+    var defaultScheme: QuantScheme { get }
+    /// Refuses, with a one-line reason, what the layout cannot express. All linears are checked at once
+    /// because the config holds settings they must share.
+    func check(_ plans: [LinearPlan], source: String) throws
+    /// The tensors written for one linear, in the order `pack` emits their bytes.
+    func outputs(_ plan: LinearPlan) -> [TensorSpec]
+    /// Emits the bytes of `outputs(plan)` in order.
+    func pack(_ linear: QuantizedLinear, sink: (UnsafeRawBufferPointer) throws -> Void) throws
+    /// `config.json`'s `quantization_config`. `floatLinears` are decoder linears left unquantized.
+    func quantizationConfig(_ plans: [LinearPlan], floatLinears: [String], config: JSONValue?) -> JSONValue
+    /// The layout with settings that follow the source model (e.g. the scale dtype), before packing.
+    func adapted(to config: JSONValue?) -> any PackLayout
+}
+
+extension PackLayout {
+    public func adapted(to config: JSONValue?) -> any PackLayout { self }
+}
+
+/// Options of `qpack IN --to FORMAT`.
+public struct PackOptions: Sendable {
+    public var layout: any PackLayout
+    /// The RTN scheme for a float input (default: the layout's).
+    public var scheme: QuantScheme?
+    /// Largest output shard in bytes of tensor data.
+    public var maxShardSize = 5_000_000_000
+    public init(layout: any PackLayout) { self.layout = layout }
+}
+
+/// What a pack did.
+public struct PackReport: Sendable {
+    public var packed = 0
+    public var copied = 0
+    public var bytesWritten = 0
+    public var seconds = 0.0
+    /// Whether the input was a float model quantized with RTN first.
+    public var quantizedFirst = false
+    public var files: [String] = []
+}
+
+/// Packs a qkit checkpoint (or a float model, quantized first with RTN in the layout's default scheme)
+/// into a backend layout, streaming one tensor at a time into an `OutputDirectory`.
+public enum Packer {
+    /// Packs `input` into `output`.
+    public static func run(input: String, output: String, options: PackOptions, log: ((String) -> Void)? = nil) throws -> PackReport {
+        let start = monotonicSeconds()
+        var report = PackReport()
+        let method = try Checkpoint(path: input).config?["quantization_config"]?["quant_method"]?.stringValue
+        report.quantizedFirst = method == nil
+        if method == nil { log?("quantizing \(input) with rtn \(options.scheme ?? options.layout.defaultScheme)") }
+        return try PackVerifier.withSource(input, layout: options.layout, scheme: options.scheme, scratchBeside: output) { source in
+            try pack(source, input: input, output: output, options: options, report: report, start: start, log: log)
+        }
+    }
+
+    static func pack(_ source: PackSource, input: String, output: String, options: PackOptions, report: PackReport, start: Double,
+                     log: ((String) -> Void)?) throws -> PackReport {
+        var report = report
+        let ck = source.checkpoint
+        let layout = options.layout.adapted(to: ck.config)
+        try layout.check(source.linears, source: input)
+
+        // Plan: packed tensors take the place of each linear's weight_q; everything else is copied.
+        let plansByCodes = Dictionary(uniqueKeysWithValues: source.linears.map { ($0.prefix + ".weight_q", $0) })
+        enum Item { case copy(CheckpointTensor), pack(LinearPlan) }
+        var items: [Item] = []
+        var specs: [TensorSpec] = []
+        for t in ck.tensors {
+            if let plan = plansByCodes[t.name] {
+                items.append(.pack(plan))
+                specs += layout.outputs(plan)
+            } else if !source.consumed.contains(t.name) {
+                guard case .dtype(let d) = t.encoding else { continue }
+                items.append(.copy(t))
+                specs.append(TensorSpec(name: t.name, dtype: d, shape: t.shape))
+            }
+        }
+        var seen = Set<String>()
+        for s in specs where !seen.insert(s.name).inserted {
+            throw PackError.unsupported(path: input, backend: layout.name, what: "two tensors named \(s.name) (a float tensor beside a quantized one)")
+        }
+
+        let out = try OutputDirectory(path: output)
+        let writer = try ShardedSafetensorsWriter(directory: out.stagingPath, tensors: specs, metadata: [("format", "pt")],
+                                                  maxShardSize: options.maxShardSize)
+        for item in items {
+            switch item {
+            case .copy(let t):
+                try QKitQuantizer.copyTensor(t, ck: ck, writer: writer)
+                report.copied += 1
+            case .pack(let plan):
+                let linear = try source.linear(plan)
+                try layout.pack(linear) { try writer.write($0) }
+                report.packed += 1
+                log?("\(plan.prefix) [\(plan.n), \(plan.k)] \(plan.scheme) → \(layout.name)")
+            }
+        }
+        try writer.finish()
+        report.bytesWritten = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
+
+        // config.json: the model's, with the layout's quantization_config; other files copied.
+        let quantized = Set(source.linears.map(\.prefix))
+        let floatLinears = ck.tensors.map(\.name).filter {
+            QuantRecipe.isDecoderLinear($0) && !quantized.contains(String($0.dropLast(".weight".count)))
+        }.map { String($0.dropLast(".weight".count)) }
+        var config = ck.config?.objectValue ?? JSONObject()
+        config.members.removeAll { $0.key == QKitConfig.fakeKey }
+        config["quantization_config"] = layout.quantizationConfig(source.linears, floatLinears: floatLinears, config: ck.config)
+        try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
+        if let dir = ck.directory {
+            for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
+                let src = dir + "/" + name
+                guard !isDirectory(src), !name.hasPrefix(".") else { continue }
+                try QKitQuantizer.copyFile(src, to: out.stagedPath(name))
+            }
+        }
+        report.files = listDirectory(out.stagingPath)
+        try out.commit()
+        report.seconds = monotonicSeconds() - start
+        return report
+    }
+
+    /// The layout named `name` (`vllm-awq`, `vllm-gptq`, `compressed-tensors`), with its options.
+    public static func layout(named name: String, gptqV2: Bool = false, w8a8: Bool = false) -> (any PackLayout)? {
+        switch name {
+        case "vllm-awq": AWQLayout()
+        case "vllm-gptq": GPTQLayout(v2: gptqV2)
+        case "compressed-tensors": CompressedTensorsLayout(w8a8: w8a8)
+        default: nil
+        }
+    }
+}
