@@ -31,6 +31,32 @@ struct Qquant: ParsableCommand {
             their source dtype or --dtype: a plain model any tool loads. The output directory is staged \
             under a hidden name beside DIR and renamed into place at the end: a failed or killed run leaves \
             no DIR.
+
+            Formats (stored codes, scale, default granularity): int2..int8 sym: I8 codes in [-2^(b-1), \
+            2^(b-1)-1], F32 scale 2*absmax/(2^b-1), g128 (the GPTQ reference and compressed-tensors \
+            convention); int2..int8 asym: U8 codes in [0, 2^b-1], F32 scale (max-min)/(2^b-1), U8 zero point; \
+            fp8 (E4M3) and fp8e5m2: FP8 codes, F32 scale absmax/448 or absmax/57344, per channel; fp4: E2M1 \
+            codes (U8), F32 scale absmax/6, g32; nvfp4: E2M1 codes, g16, F8_E4M3 scales, F32 global scale \
+            448*6/amax(tensor) that divides (compressed-tensors); mxfp4, mxfp8: E2M1 or E4M3 codes, g32, \
+            E8M0 scales 2^(floor(log2 amax) - 2 or 8) (OCP MX v1.0). Rounding is to nearest, ties to even. \
+            hqq is asymmetric with F32 zero points (p = 0.7, beta 10, kappa 1.01, 20 iterations, stops when \
+            the mean |W - W'| of the tensor stops improving).
+
+            Examples:
+              qquant model/ --group 64 -o model-w4g64/                 # INT4 symmetric, groups of 64
+              qquant model/ --algo hqq --wbits 3 --group 64 -o m-hqq3/  # HQQ, INT3 asymmetric
+              qquant model/ --format nvfp4 --rule 'down_proj=fp8' -o m-nvfp4/
+              qquant model/ --wbits 4 --group channel --clip mse --fake --dtype bf16 -o m-fake/
+              qquant model/ --rules rules.txt --skip 'layers\\.0\\.' --json -o m-mixed/ | jq .schemes
+              qeval m-w4g64/ --data text.txt --ref model/              # perplexity and KL of the result
+
+            A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
+            starting with # are ignored; a bad line is reported as FILE:LINE and exits 64.
+
+            Exit status: 0 done; 64 usage (unknown format or algorithm, a group that does not divide K, a \
+            bad rule); 65 bad input (a selected weight that is not floating point, an input that is already \
+            a qkit checkpoint, a malformed checkpoint); 66 no input; 69 not available yet; 73 cannot create \
+            the output; 74 read or write failure (e.g. a full disk). See man 5 qkit for the output layout.
             """)
 
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
@@ -99,6 +125,8 @@ struct Qquant: ParsableCommand {
         for (flag, given) in [("--abits", abits != nil), ("--kvbits", kvbits != nil), ("--data", data != nil), ("--stats", stats != nil)] where given {
             throw notAvailableYet("qquant", "\(flag) is not available yet (calibrated quantization: issues 5 and 7)")
         }
+        // A file-size limit must fail the write (exit 74, output removed), not kill the process.
+        signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
             var options = QuantizeOptions(recipe: try recipe())
             options.fake = fake

@@ -96,8 +96,10 @@ public enum FormatDetector {
             let (n, k) = (q.shape[0], q.shape[1])
             let s = d["weight_scale"]
             let gs = s.flatMap { $0.shape.count == 2 && $0.shape[1] > 0 ? k / $0.shape[1] : nil }
+            // The scheme qquant recorded for this module (man 5 qkit), else the config's default bits.
+            let recorded = (qc?["modules"]?[p]?.stringValue).flatMap { try? QuantScheme.parse($0) }
             return group(.qkit, ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx"],
-                         params: n * k, bits: qc?["bits"]?.intValue ?? qc?["wbits"]?.intValue, groupSize: gs)
+                         params: n * k, bits: recorded?.bits ?? qc?["bits"]?.intValue ?? qc?["wbits"]?.intValue, groupSize: gs)
         }
         if let qw = d["qweight"], let sc = d["scales"], qw.shape.count == 2, sc.shape.count == 2 {
             let method = qc?["quant_method"]?.stringValue?.lowercased()
@@ -225,6 +227,22 @@ public enum FormatDetector {
         let gs = Set(quantized.compactMap(\.groupSize))
         if !gs.isEmpty { settings.append(("group size", gs.sorted().map(String.init).joined(separator: ","))) }
         settings.append(("quantized weights", "\(quantized.count) of \(groups.filter { $0.scheme != .float || isLinearWeight($0.prefix) }.count) linear weights"))
+        if schemes.contains(.qkit), case .object(let modules)? = qc?["modules"] {
+            // qkit stores codes unpacked (a byte each): report the schemes and their packed bits per weight too.
+            var counts: [String: Int] = [:]
+            var bits = 0.0, params = 0
+            for g in quantized where g.scheme == .qkit {
+                guard let text = modules[g.prefix]?.stringValue, let s = try? QuantScheme.parse(text),
+                    let q = ck[g.prefix + ".weight_q"], q.shape.count == 2 else { continue }
+                counts[s.description, default: 0] += 1
+                bits += s.bitsPerWeight(n: q.shape[0], k: q.shape[1]) * Double(g.parameters)
+                params += g.parameters
+            }
+            if params > 0 {
+                settings.append(("schemes", counts.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: " ")))
+                settings.append(("packed bits/weight", fixedDecimals(bits / Double(params), 3) + " (codes, scales and zero points, as a backend packs them)"))
+            }
+        }
         return (format, settings)
     }
 

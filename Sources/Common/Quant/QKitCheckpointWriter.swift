@@ -147,7 +147,7 @@ public enum QKitQuantizer {
         for item in items {
             let t = item.tensor
             if let scheme = item.scheme {
-                try quantizeTensor(t, scheme: scheme, ck: ck, options: options, writer: writer) { bytes in
+                try quantizeTensor(t, of: ck, scheme: scheme, options: options, sink: { try writer.write($0) }) { bytes in
                     progress?(done + bytes, total)
                 }
                 report.quantized.append((String(t.name), scheme, t.shape))
@@ -180,6 +180,21 @@ public enum QKitQuantizer {
         return report
     }
 
+    /// Code blocks of `blockBytes`, kept for reuse.
+    static let codeBlocks = BlockPool(byteCount: blockBytes)
+
+    /// Buffers of one size kept for reuse across calls (thread-safe).
+    final class BlockPool: @unchecked Sendable {
+        let byteCount: Int
+        private var free: [UnsafeMutablePointer<UInt8>] = []
+        private let lock = Lock()
+        init(byteCount: Int) { self.byteCount = byteCount }
+        func take() -> UnsafeMutablePointer<UInt8> {
+            lock.withLock { free.popLast() } ?? .allocate(capacity: byteCount)
+        }
+        func give(_ p: UnsafeMutablePointer<UInt8>) { lock.withLock { free.append(p) } }
+    }
+
     /// Copies a tensor's bytes unchanged, releasing the input pages as it goes.
     static func copyTensor(_ t: CheckpointTensor, ck: Checkpoint, writer: ShardedSafetensorsWriter) throws {
         let data = ck.data(t)
@@ -193,9 +208,13 @@ public enum QKitQuantizer {
         }
     }
 
-    /// Quantizes one `[N, K]` weight and writes its output tensors.
-    static func quantizeTensor(_ t: CheckpointTensor, scheme: QuantScheme, ck: Checkpoint, options: QuantizeOptions,
-                               writer: ShardedSafetensorsWriter, progress: (Int) -> Void) throws {
+    /// Quantizes one `[N, K]` float weight of `ck` and hands its output tensors' bytes to `sink` in order:
+    /// `weight_q`, `weight_scale`, then `weight_zero_point` and `weight_global_scale` when the scheme has
+    /// them (with `options.fake`: the dequantized weight only). Rows run in parallel, blocks of ~8 MB of
+    /// codes are handed over as they are done, and the input pages are released behind.
+    /// - Parameter progress: called with the bytes of input done so far.
+    public static func quantizeTensor(_ t: CheckpointTensor, of ck: Checkpoint, scheme: QuantScheme, options: QuantizeOptions,
+                                      sink: (UnsafeRawBufferPointer) throws -> Void, progress: (Int) -> Void = { _ in }) throws {
         guard case .dtype(let source) = t.encoding else { return }
         let (n, k) = (t.shape[0], t.shape[1])
         let data = ck.data(t)
@@ -241,9 +260,9 @@ public enum QKitQuantizer {
                         }
                     }
                 }
-                try writer.write(UnsafeRawBufferPointer(start: buffer, count: rows.count * outRow))
+                try sink(UnsafeRawBufferPointer(start: buffer, count: rows.count * outRow))
             } else {
-                try writer.write(UnsafeRawBufferPointer(start: codes, count: rows.count * k))
+                try sink(UnsafeRawBufferPointer(start: codes, count: rows.count * k))
             }
         }
 
@@ -273,9 +292,12 @@ public enum QKitQuantizer {
             }
         } else {
             let rowsPerBlock = max(1, min(n, blockBytes / max(1, k)))
-            let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: rowsPerBlock * k)
-            defer { codes.deallocate() }
+            // The block buffer is reused from tensor to tensor (no page faults for fresh memory each time).
+            let pooled = rowsPerBlock * k <= blockBytes
+            let codes = pooled ? codeBlocks.take() : UnsafeMutablePointer<UInt8>.allocate(capacity: rowsPerBlock * k)
+            defer { if pooled { codeBlocks.give(codes) } else { codes.deallocate() } }
             let pool = ScratchPool(byteCount: 4 * k + groupLength)
+            let fusedBF16 = source == .bf16 && scheme.algorithm == .rtn && fixed == nil && groupLength % 8 == 0
             var r = 0
             while r < n {
                 let rows = r..<min(n, r + rowsPerBlock)
@@ -288,9 +310,14 @@ public enum QKitQuantizer {
                             let scratch = (raw + 4 * k).assumingMemoryBound(to: UInt8.self)
                             for i in (task * rowsPerTask)..<min(rows.count, (task + 1) * rowsPerTask) {
                                 let row = rows.lowerBound + i
+                                let params = pbase + (fixed == nil ? row * groupsPerRow : 0)
+                                if fusedBF16 {
+                                    RTN.quantizeRowBFloat16(data.baseAddress! + row * rowBytes, k: k, groupLength: groupLength, codec: codec,
+                                                            scratch: f, codes: c + i * k, parameters: params)
+                                    continue
+                                }
                                 Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(row * rowBytes)..<((row + 1) * rowBytes)]),
                                                   into: UnsafeMutableBufferPointer(start: f, count: k))
-                                let params = pbase + (fixed == nil ? row * groupsPerRow : 0)
                                 if scheme.algorithm == .mse {
                                     MSEClip.quantizeRow(f, k: k, groupLength: groupLength, codec: codec, codes: c + i * k,
                                                         parameters: params, scratch: scratch)
@@ -312,24 +339,26 @@ public enum QKitQuantizer {
 
         // Scales, zero points, global scale.
         let scaleType = scheme.format.info.scaleDType
-        var scaleBytes = [UInt8]()
-        scaleBytes.reserveCapacity(parameters.count * 4)
-        for p in parameters {
-            if scaleType == .f32 {
-                withUnsafeBytes(of: p.storedScale.littleEndian) { scaleBytes.append(contentsOf: $0) }
-            } else {
-                scaleBytes.append(UInt8(truncatingIfNeeded: p.storedScale))
+        let width = scaleType == .f32 ? 4 : 1
+        var scaleBytes = [UInt8](repeating: 0, count: parameters.count * width)
+        scaleBytes.withUnsafeMutableBytes { out in
+            for (i, p) in parameters.enumerated() {
+                if width == 4 {
+                    out.storeBytes(of: p.storedScale.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+                } else {
+                    out[i] = UInt8(truncatingIfNeeded: p.storedScale)
+                }
             }
         }
-        try writer.write(scaleBytes)
+        try scaleBytes.withUnsafeBytes { try sink($0) }
         if let z = scheme.zeroPointDType {
             if z == .u8 {
-                try writer.write(parameters.map { UInt8($0.zero) })
+                try parameters.map { UInt8($0.zero) }.withUnsafeBytes { try sink($0) }
             } else {
-                try writer.write(parameters.map(\.zero))
+                try parameters.map(\.zero).withUnsafeBytes { try sink($0) }
             }
         }
-        if scheme.format == .nvfp4 { try writer.write([globalScale]) }
+        if scheme.format == .nvfp4 { try withUnsafeBytes(of: globalScale) { try sink($0) } }
     }
 
     /// Minimum, maximum and absolute maximum of a whole tensor (parallel over row blocks; max and min do

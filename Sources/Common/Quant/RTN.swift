@@ -14,7 +14,12 @@ public enum RTN {
             hi = hi.replacing(with: v, where: v .> hi)
             i += 8
         }
-        var mn = lo.min(), mx = hi.max()
+        // Lane reductions written out: the generic SIMD min()/max() are not inlined and cost more than the loop.
+        var mn = lo[0], mx = hi[0]
+        for j in 1..<8 {
+            mn = Swift.min(mn, lo[j])
+            mx = Swift.max(mx, hi[j])
+        }
         while i < count {
             let v = x[i]
             if v < mn { mn = v }
@@ -47,6 +52,40 @@ public enum RTN {
                 parameters[g] = p
             }
             codec.encode(x + start, count: groupLength, p, into: codes + start)
+            start += groupLength
+            g += 1
+        }
+    }
+
+    /// `quantizeRow` for a BF16 row read straight from the checkpoint: each group is widened to f32 into
+    /// `scratch` (`groupLength` floats) while its range is taken, in one pass. Requires `groupLength % 8 == 0`
+    /// and per-group or per-channel parameters; the codes equal `quantizeRow`'s on the widened values.
+    @inline(__always)
+    public static func quantizeRowBFloat16(_ src: UnsafeRawPointer, k: Int, groupLength: Int, codec: GroupCodec,
+                                           scratch: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>,
+                                           parameters: UnsafeMutablePointer<GroupCodec.Parameters>) {
+        var g = 0
+        var start = 0
+        let out = UnsafeMutableRawPointer(scratch)
+        while start < k {
+            var lo = SIMD8<Float>(repeating: .infinity), hi = SIMD8<Float>(repeating: -.infinity)
+            var j = 0
+            while j < groupLength {
+                let h = src.loadUnaligned(fromByteOffset: 2 * (start + j), as: SIMD8<UInt16>.self)
+                let v = unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
+                out.storeBytes(of: v, toByteOffset: 4 * j, as: SIMD8<Float>.self)
+                lo = lo.replacing(with: v, where: v .< lo)
+                hi = hi.replacing(with: v, where: v .> hi)
+                j += 8
+            }
+            var mn = lo[0], mx = hi[0]
+            for l in 1..<8 {
+                mn = Swift.min(mn, lo[l])
+                mx = Swift.max(mx, hi[l])
+            }
+            let p = codec.parameters(minimum: mn, maximum: mx, absmax: Swift.max(abs(mn), abs(mx)))
+            parameters[g] = p
+            codec.encode(scratch, count: groupLength, p, into: codes + start)
             start += groupLength
             g += 1
         }
