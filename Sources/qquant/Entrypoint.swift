@@ -43,12 +43,12 @@ struct Qquant: ParsableCommand {
             the mean |W - W'| of the tensor stops improving).
 
             Examples:
-              qquant model/ --group 64 -o model-w4g64/                 # INT4 symmetric, groups of 64
-              qquant model/ --algo hqq --wbits 3 --group 64 -o m-hqq3/  # HQQ, INT3 asymmetric
-              qquant model/ --format nvfp4 --rule 'down_proj=fp8' -o m-nvfp4/
-              qquant model/ --wbits 4 --group channel --clip mse --fake --dtype bf16 -o m-fake/
-              qquant model/ --rules rules.txt --skip 'layers\\.0\\.' --json -o m-mixed/ | jq .schemes
-              qeval m-w4g64/ --data text.txt --ref model/              # perplexity and KL of the result
+              qquant model/ --group 64 -o model-w4g64/
+              qquant model/ --algo hqq --wbits 3 --group 64 -o model-hqq3/
+              qquant model/ --format nvfp4 --rule 'down_proj=fp8' -o model-nvfp4/
+              qquant model/ --group channel --clip mse --fake --dtype bf16 -o fake/
+              qquant model/ --rules rules.txt --skip 'layers\\.0\\.' -o mixed/ --json
+              qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
             starting with # are ignored; a bad line is reported as FILE:LINE and exits 64.

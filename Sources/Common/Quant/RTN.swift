@@ -14,12 +14,7 @@ public enum RTN {
             hi = hi.replacing(with: v, where: v .> hi)
             i += 8
         }
-        // Lane reductions written out: the generic SIMD min()/max() are not inlined and cost more than the loop.
-        var mn = lo[0], mx = hi[0]
-        for j in 1..<8 {
-            mn = Swift.min(mn, lo[j])
-            mx = Swift.max(mx, hi[j])
-        }
+        var (mn, mx) = lanes(lo, hi)
         while i < count {
             let v = x[i]
             if v < mn { mn = v }
@@ -28,6 +23,18 @@ public enum RTN {
         }
         if count == 0 { return (0, 0, 0) }
         return (mn, mx, max(abs(mn), abs(mx)))
+    }
+
+    /// The least lane of `lo` and the greatest of `hi`, written out: the generic SIMD `min()`/`max()` are not
+    /// inlined and cost more than the loops that call this.
+    @inline(__always)
+    static func lanes(_ lo: SIMD8<Float>, _ hi: SIMD8<Float>) -> (Float, Float) {
+        var mn = lo[0], mx = hi[0]
+        for j in 1..<8 {
+            mn = Swift.min(mn, lo[j])
+            mx = Swift.max(mx, hi[j])
+        }
+        return (mn, mx)
     }
 
     /// Quantizes one row of `k` values group by group.
@@ -78,11 +85,7 @@ public enum RTN {
                 hi = hi.replacing(with: v, where: v .> hi)
                 j += 8
             }
-            var mn = lo[0], mx = hi[0]
-            for l in 1..<8 {
-                mn = Swift.min(mn, lo[l])
-                mx = Swift.max(mx, hi[l])
-            }
+            let (mn, mx) = lanes(lo, hi)
             let p = codec.parameters(minimum: mn, maximum: mx, absmax: Swift.max(abs(mn), abs(mx)))
             parameters[g] = p
             codec.encode(scratch, count: groupLength, p, into: codes + start)
