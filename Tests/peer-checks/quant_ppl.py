@@ -51,20 +51,38 @@ def llmcompressor_g64(src):
     return model, time.perf_counter() - t0
 
 
+def hqq_package(src, bits, group):
+    """The hqq package's own quantizer (optimize=True, axis 1) on every decoder linear, dequantized in place."""
+    from hqq.core.quantize import Quantizer
+    model = load(src)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and ".layers." in name:
+            W = m.weight.data
+            Wq, meta = Quantizer.quantize(W, nbits=bits, channel_wise=True, group_size=group, optimize=True, axis=1,
+                                          bitpack=False, compute_dtype=torch.float32, device="cpu")
+            m.weight.data = Quantizer.dequantize(Wq, meta).reshape(W.shape).float()
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llmcompressor-g64")
+    ap.add_argument("--hqq-package", help="BITS:GROUP: score the hqq package's own quantization of SRC (--hqq-source)")
+    ap.add_argument("--hqq-source")
     ap.add_argument("--windows", type=int, default=20)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("models", nargs="*")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count())
-    first = a.llmcompressor_g64 or a.models[0].split("=", 1)[1]
+    first = a.llmcompressor_g64 or a.hqq_source or a.models[0].split("=", 1)[1]
     batch = windows(first, a.windows, a.seqlen)
     print(f"# {a.windows} x {a.seqlen} tokens of pydoc-tutorial.txt, transformers {__import__('transformers').__version__}, torch {torch.__version__}")
     if a.llmcompressor_g64:
         model, secs = llmcompressor_g64(a.llmcompressor_g64)
         print(f"llm-compressor W4A16 g64 RTN (oneshot {secs:.2f} s)\tppl {ppl(model, batch):.4f}", flush=True)
+    if a.hqq_package:
+        bits, group = map(int, a.hqq_package.split(":"))
+        print(f"hqq package int{bits} g{group}\tppl {ppl(hqq_package(a.hqq_source, bits, group), batch):.4f}", flush=True)
     for spec in a.models:
         label, path = spec.split("=", 1)
         print(f"{label}\tppl {ppl(load(path), batch):.4f}", flush=True)
