@@ -57,20 +57,6 @@ func runForward(_ args: [String]) throws {
     print("sgemm through the same BLAS path: \(fmt(peak, 1)) GFLOP/s (best of the square and MLP shapes)")
 }
 
-/// Runs `executable` with `arguments` and returns its standard output (standard error passes through).
-private func capture(_ executable: String, _ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}
-
 private enum Tool {
     /// The package root, from this file's location.
     static let root: String = {

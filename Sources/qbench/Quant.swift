@@ -46,7 +46,7 @@ func runQuant(_ args: [String]) throws {
     var ourProcess = Double.infinity
     for _ in 0..<max(1, reps) {
         let t0 = now()
-        try run(qquant, [smol, "--group", "64", "-q", "-o", scratch + "/qkit"])
+        try capture(qquant, [smol, "--group", "64", "-q", "-o", scratch + "/qkit"])
         ourProcess = min(ourProcess, now() - t0)
     }
     let script = scratch + "/llmc.py"
@@ -54,7 +54,7 @@ func runQuant(_ args: [String]) throws {
     var peer = (oneshot: Double.infinity, total: Double.infinity)
     for _ in 0..<max(1, reps) {
         let t0 = now()
-        let out = try run(python, [script, smol, scratch + "/llmc"])
+        let out = try capture(python, [script, smol, scratch + "/llmc"])
         let total = now() - t0
         guard let line = out.split(separator: "\n").last(where: { $0.hasPrefix("oneshot ") }), let t = Double(line.dropFirst(8)) else {
             throw UsageError(description: "peer printed no timing:\n\(out)")
@@ -91,24 +91,6 @@ private func kernelRate(_ ck: Checkpoint, recipe: QuantRecipe, file: Int?, reps:
     }
     blackHole(written)
     return (Double(bytes) / best / 1e9, bytes, tensors.count)
-}
-
-/// Runs a command to completion; its standard output, or an error if it fails.
-@discardableResult
-private func run(_ executable: String, _ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw UsageError(description: "\(executable) \(arguments.joined(separator: " ")) exited with status \(p.terminationStatus)")
-    }
-    return String(decoding: data, as: UTF8.self)
 }
 
 /// llm-compressor's data-free W4A16 g64 RTN (the same scheme as `qquant --group 64`): load, oneshot (timed on

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
 /// A sink the optimiser cannot see through (shared/specs/swift.md §5.1).
 @inline(never) @_optimize(none)
@@ -95,4 +96,23 @@ func fmt(_ x: Double, _ digits: Int = 2) -> String {
 func printError(_ s: String, newline: Bool = true) {
     var t = newline ? s + "\n" : s
     t.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+/// Runs a command to completion and returns its standard output (standard error is discarded); throws if
+/// it exits with a non-zero status.
+@discardableResult
+func capture(_ executable: String, _ arguments: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        throw UsageError(description: "\(executable) \(arguments.joined(separator: " ")) exited with status \(p.terminationStatus)")
+    }
+    return String(decoding: data, as: UTF8.self)
 }

@@ -2,30 +2,8 @@ import Common
 import Foundation
 import Testing
 
-/// Runs the binaries of the build these tests belong to (the test bundle's directory, whatever --scratch-path).
+/// Shared inputs of the qpack tool tests.
 private enum Packing {
-    static let directory: String = {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: exe).deletingLastPathComponent().path
-    }()
-
-    static func run(_ tool: String, _ arguments: [String]) throws -> Tool.Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: directory + "/" + tool)
-        p.arguments = arguments
-        let scratch = Tool.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        FileManager.default.createFile(atPath: scratch + "/out", contents: nil)
-        FileManager.default.createFile(atPath: scratch + "/err", contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/out"))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/err"))
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        let o = try Data(contentsOf: URL(fileURLWithPath: scratch + "/out")), e = try Data(contentsOf: URL(fileURLWithPath: scratch + "/err"))
-        return Tool.Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-
     /// The tiny random Llama (F32, hidden 64, intermediate 96) of the unit tests.
     static let model = Tool.root + "/Tests/CommonTests/Fixtures/model/llama3"
 }
@@ -39,17 +17,17 @@ struct QPackToolTests {
     func packVerifyEvaluate(_ layout: String, _ scheme: String, _ extra: [String]) throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let q = try Packing.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=" + scheme, "-q", "-o", dir + "/q"])
+        let q = try Tool.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=" + scheme, "-q", "-o", dir + "/q"])
         #expect(q.status == 0, "\(q.stderr)")
-        let p = try Packing.run("qpack", [dir + "/q", "--to", layout, "-o", dir + "/p"] + extra)
+        let p = try Tool.run("qpack", [dir + "/q", "--to", layout, "-o", dir + "/p"] + extra)
         #expect(p.status == 0 && p.stdout.isEmpty && p.stderr.contains("14 linears packed"), "\(p.stderr)")
-        let v = try Packing.run("qpack", ["--verify", dir + "/p", "--source", dir + "/q"])
+        let v = try Tool.run("qpack", ["--verify", dir + "/p", "--source", dir + "/q"])
         #expect(v.status == 0 && v.stdout.contains("ok: \(layout), 14 packed linears") && v.stdout.contains("equal to"), "\(v.stdout)\(v.stderr)")
         // qeval reads the packed layout; perplexity equal to the source's within the scales' rounding.
         let ids = (0..<192).map { String(3 + ($0 * 97) % 311) }.joined(separator: " ")
         try ids.write(toFile: dir + "/ids", atomically: true, encoding: .utf8)
         func ppl(_ m: String) throws -> Double {
-            let r = try Packing.run("qeval", [m, "--ids", dir + "/ids", "--seqlen", "64", "--json", "-q"])
+            let r = try Tool.run("qeval", [m, "--ids", dir + "/ids", "--seqlen", "64", "--json", "-q"])
             #expect(r.status == 0, "\(r.stderr)")
             let j = try JSONParser.parse(r.stdout)
             return try #require(j["perplexity"]?.doubleValue)
@@ -62,12 +40,12 @@ struct QPackToolTests {
     func floatInput() throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let p = try Packing.run("qpack", [Packing.model, "--to", "vllm-awq", "--scheme", "int4:g32:asym", "-o", dir + "/awq"])
+        let p = try Tool.run("qpack", [Packing.model, "--to", "vllm-awq", "--scheme", "int4:g32:asym", "-o", dir + "/awq"])
         #expect(p.status == 0 && p.stderr.contains("float input quantized with rtn"), "\(p.stderr)")
-        let v = try Packing.run("qpack", ["--verify", dir + "/awq", "--source", Packing.model, "--scheme", "int4:g32:asym"])
+        let v = try Tool.run("qpack", ["--verify", dir + "/awq", "--source", Packing.model, "--scheme", "int4:g32:asym"])
         #expect(v.status == 0, "\(v.stderr)")
         // The default scheme (g128) does not divide K = 64: refused as a usage error, nothing written.
-        let d = try Packing.run("qpack", [Packing.model, "--to", "vllm-awq", "-o", dir + "/bad"])
+        let d = try Tool.run("qpack", [Packing.model, "--to", "vllm-awq", "-o", dir + "/bad"])
         #expect(d.status == 64 && d.stderr.contains("group 128 does not divide"), "\(d.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/bad"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".") }.isEmpty)
@@ -77,21 +55,21 @@ struct QPackToolTests {
     func refusals() throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        _ = try Packing.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int8:g32", "-q", "-o", dir + "/q8"])
-        let awq = try Packing.run("qpack", [dir + "/q8", "--to", "vllm-awq", "-o", dir + "/x"])
+        _ = try Tool.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int8:g32", "-q", "-o", dir + "/q8"])
+        let awq = try Tool.run("qpack", [dir + "/q8", "--to", "vllm-awq", "-o", dir + "/x"])
         #expect(awq.status == 65 && awq.stderr.hasPrefix("qpack: ") && awq.stderr.contains("4-bit integers only")
                 && awq.stderr.split(separator: "\n").count == 1, "\(awq.stderr)")
-        let flag = try Packing.run("qpack", [dir + "/q8", "--to", "vllm-awq", "--gptq-v2", "-o", dir + "/x"])
+        let flag = try Tool.run("qpack", [dir + "/q8", "--to", "vllm-awq", "--gptq-v2", "-o", dir + "/x"])
         #expect(flag.status == 64, "\(flag.stderr)")
-        let later = try Packing.run("qpack", [dir + "/q8", "--to", "mlc", "-o", dir + "/x"])
+        let later = try Tool.run("qpack", [dir + "/q8", "--to", "mlc", "-o", dir + "/x"])
         #expect(later.status == 69)
         // --verify of something that is not a packed layout, and a mismatching source.
-        let notPacked = try Packing.run("qpack", ["--verify", dir + "/q8"])
+        let notPacked = try Tool.run("qpack", ["--verify", dir + "/q8"])
         #expect(notPacked.status == 65 && notPacked.stderr.contains("not a packed checkpoint"), "\(notPacked.stderr)")
-        _ = try Packing.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int4:g32", "-q", "-o", dir + "/q4"])
-        _ = try Packing.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int4:g32:mse", "-q", "-o", dir + "/q4mse"])
-        _ = try Packing.run("qpack", [dir + "/q4", "--to", "vllm-gptq", "-q", "-o", dir + "/g"])
-        let mismatch = try Packing.run("qpack", ["--verify", dir + "/g", "--source", dir + "/q4mse"])
+        _ = try Tool.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int4:g32", "-q", "-o", dir + "/q4"])
+        _ = try Tool.run("qquant", [Packing.model, "--algo", "rtn", "--rule", "proj=int4:g32:mse", "-q", "-o", dir + "/q4mse"])
+        _ = try Tool.run("qpack", [dir + "/q4", "--to", "vllm-gptq", "-q", "-o", dir + "/g"])
+        let mismatch = try Tool.run("qpack", ["--verify", dir + "/g", "--source", dir + "/q4mse"])
         #expect(mismatch.status == 65 && mismatch.stderr.contains("verify failed"), "\(mismatch.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/x"))
     }

@@ -2,34 +2,6 @@ import Common
 import Foundation
 import Testing
 
-/// Runs the qquant and qinspect binaries of the build these tests belong to (the directory of the test
-/// bundle, whatever --scratch-path was used).
-private enum Built {
-    static let directory: String = {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: exe).deletingLastPathComponent().path
-    }()
-
-    /// Runs `tool` with `arguments` through an optional launcher (e.g. taskset); returns status, stdout, stderr.
-    static func run(_ tool: String, _ arguments: [String], launcher: [String] = []) throws -> Tool.Result {
-        let p = Process()
-        let binary = directory + "/" + tool
-        p.executableURL = URL(fileURLWithPath: launcher.first ?? binary)
-        p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [binary] + arguments
-        let scratch = Tool.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        FileManager.default.createFile(atPath: scratch + "/out", contents: nil)
-        FileManager.default.createFile(atPath: scratch + "/err", contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/out"))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch + "/err"))
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        let o = try Data(contentsOf: URL(fileURLWithPath: scratch + "/out")), e = try Data(contentsOf: URL(fileURLWithPath: scratch + "/err"))
-        return Tool.Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
-}
-
 /// A Llama-shaped model directory with `layers` decoder blocks of q/k/v/o and gate/up/down projections
 /// (`hidden` × `hidden` and `hidden` × 2·`hidden`, BF16), an embedding, norms, config.json and tokenizer.json.
 private func syntheticModel(hidden: Int = 64, layers: Int = 2, extra: [TensorSpec] = []) throws -> String {
@@ -94,14 +66,14 @@ struct QQuantToolTests {
             (["--fake", "--dtype", "f8"], 64, "--dtype"),
         ]
         for (args, status, message) in cases {
-            let r = try Built.run("qquant", [model] + args + ["-o", out + "/q"])
+            let r = try Tool.run("qquant", [model] + args + ["-o", out + "/q"])
             #expect(r.status == status, "\(args): \(r.stderr)")
             #expect(r.stderr.hasPrefix("qquant: ") && r.stderr.contains(message), "\(args): \(r.stderr)")
             #expect(r.stdout.isEmpty && nothingLeft(out, "q"), "\(args)")
         }
-        let missing = try Built.run("qquant", [out + "/nowhere", "-o", out + "/q"])
+        let missing = try Tool.run("qquant", [out + "/nowhere", "-o", out + "/q"])
         #expect(missing.status == 66 && nothingLeft(out, "q"))
-        let blocked = try Built.run("qquant", [model, "--group", "32", "--rule", "up_proj=keep", "-o", out + "/file/q"])
+        let blocked = try Tool.run("qquant", [model, "--group", "32", "--rule", "up_proj=keep", "-o", out + "/file/q"])
         #expect(blocked.status == 73, "\(blocked.stderr)")
     }
 
@@ -111,7 +83,7 @@ struct QQuantToolTests {
         let out = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: out) }
         // A file-size limit of 256 kB makes write(2) fail with EFBIG part-way, as ENOSPC would.
-        let r = try Built.run("qquant", [model, "--group", "64", "-o", out + "/q"], launcher: ["/bin/sh", "-c", "ulimit -f 256; exec \"$0\" \"$@\""])
+        let r = try Tool.run("qquant", [model, "--group", "64", "-o", out + "/q"], launcher: ["/bin/sh", "-c", "ulimit -f 256; exec \"$0\" \"$@\""])
         #expect(r.status == 74, "\(r.stderr)")
         #expect(r.stderr.contains("write failed"), "\(r.stderr)")
         #expect(nothingLeft(out, "q"))
@@ -123,7 +95,7 @@ struct QQuantToolTests {
         let out = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: out) }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Built.directory + "/qquant")
+        p.executableURL = URL(fileURLWithPath: Tool.builtDirectory + "/qquant")
         p.arguments = [model, "--algo", "hqq", "--group", "64", "-q", "-o", out + "/q"]
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -137,7 +109,7 @@ struct QQuantToolTests {
         #expect(p.terminationReason == .uncaughtSignal, "qquant finished before it could be killed")
         #expect(!FileManager.default.fileExists(atPath: out + "/q"))
         // A new run over the leftovers succeeds.
-        let r = try Built.run("qquant", [model, "--group", "64", "-q", "-o", out + "/q"])
+        let r = try Tool.run("qquant", [model, "--group", "64", "-q", "-o", out + "/q"])
         #expect(r.status == 0 && FileManager.default.fileExists(atPath: out + "/q/model.safetensors"), "\(r.stderr)")
     }
 
@@ -148,8 +120,8 @@ struct QQuantToolTests {
         defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: out) }
         let args = [model, "--group", "32", "--asym", "--rule", "down_proj=int3:g64:hqq", "--rule", "o_proj=nvfp4", "--rule", "q_proj=int4:g32:mse",
                     "--json"]
-        let all = try Built.run("qquant", args + ["-o", out + "/a"])
-        let one = try Built.run("qquant", args + ["-o", out + "/b"], launcher: ["/usr/bin/taskset", "-c", "0"])
+        let all = try Tool.run("qquant", args + ["-o", out + "/a"])
+        let one = try Tool.run("qquant", args + ["-o", out + "/b"], launcher: ["/usr/bin/taskset", "-c", "0"])
         #expect(all.status == 0 && one.status == 0, "\(all.stderr) \(one.stderr)")
         let a = try Data(contentsOf: URL(fileURLWithPath: out + "/a/model.safetensors"))
         let b = try Data(contentsOf: URL(fileURLWithPath: out + "/b/model.safetensors"))
@@ -158,7 +130,7 @@ struct QQuantToolTests {
         #expect(doc["quantized"] as? Int == 14 && doc["copied"] as? Int == 4)
         let schemes = doc["schemes"] as! [String: Int]
         #expect(schemes == ["int4:g32:asym": 8, "int3:g64:asym:hqq": 2, "nvfp4:g16": 2, "int4:g32:sym:mse": 2])
-        let summary = try Built.run("qinspect", ["--summary", out + "/a"])
+        let summary = try Tool.run("qinspect", ["--summary", out + "/a"])
         #expect(summary.status == 0 && summary.stdout.contains("quantization  qkit"), "\(summary.stdout)")
         #expect(summary.stdout.contains("int3:g64:asym:hqq×2"), "\(summary.stdout)")
     }
@@ -172,10 +144,10 @@ struct QQuantToolTests {
         }
         let out = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try Built.run("qquant", [smol, "--group", "64", "--skip", "layers\\.([1-9]|[12][0-9])\\.", "-o", out + "/q"])
+        let r = try Tool.run("qquant", [smol, "--group", "64", "--skip", "layers\\.([1-9]|[12][0-9])\\.", "-o", out + "/q"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("quantized 7 weights (7 × int4:g64:sym), copied 265 tensors"), "\(r.stdout)")
-        let s = try Built.run("qinspect", ["--summary", out + "/q"])
+        let s = try Tool.run("qinspect", ["--summary", out + "/q"])
         for needle in ["quantization  qkit", "group size: 64", "quantized weights: 7 of 210 linear weights", "int4:g64:sym×7",
                        "packed bits/weight: 4.500"] {
             #expect(s.stdout.contains(needle), "missing '\(needle)' in \(s.stdout)")

@@ -12,6 +12,12 @@ enum Tool {
     /// Where `swift build` put the binaries of a configuration.
     static func binDirectory(_ configuration: String) -> String { root + "/.build/\(configuration)" }
 
+    /// The directory of the build these tests belong to (the test bundle's, whatever --scratch-path was used).
+    static let builtDirectory: String = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().path
+    }()
+
     /// Real-model assets (fetched by scripts/fetch-assets.sh).
     static let assets: String = ProcessInfo.processInfo.environment["QKIT_ASSETS"] ?? (NSHomeDirectory() + "/.cache/qkit-assets")
 
@@ -21,11 +27,12 @@ enum Tool {
         var stderr: String
     }
 
-    /// Runs `tool` (from the debug build unless `release`) with `arguments`, feeding `stdin` if given.
+    /// Runs `tool` (from this test build, or the default release build when `release`) with `arguments`,
+    /// feeding `stdin` if given.
     /// `launcher` (e.g. `["/usr/bin/taskset", "-c", "0"]`) runs the tool through another command.
     static func run(_ tool: String, _ arguments: [String], stdin: Data? = nil, release: Bool = false, launcher: [String] = []) throws -> Result {
         let p = Process()
-        let binary = binDirectory(release ? "release" : "debug") + "/" + tool
+        let binary = (release ? binDirectory("release") : builtDirectory) + "/" + tool
         p.executableURL = URL(fileURLWithPath: launcher.first ?? binary)
         p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [binary] + arguments
         // Output goes to files: no pipe can fill up and block the tool.
