@@ -1,11 +1,16 @@
 import Foundation
 import Testing
 
+/// Where the imported models live during a test run (780 MB), removed when the test process exits.
+private let smolLM2Directory = NSTemporaryDirectory() + "qkit-qeval-tests-\(getpid())"
+
 /// SmolLM2-135M imported by the release `qpack` into f32 and bf16 directories (once per test run).
 private let smolLM2: (f32: String, bf16: String)? = {
     let gguf = Tool.assets + "/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
     guard FileManager.default.fileExists(atPath: gguf) else { return nil }
-    let dir = Tool.temporaryDirectory()
+    let dir = smolLM2Directory
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: smolLM2Directory) }
     for dtype in ["f32", "bf16"] {
         let r = try? Tool.run("qpack", [gguf, "--to", "safetensors", "--dtype", dtype, "-o", dir + "/" + dtype], release: true)
         guard r?.status == 0 else { return nil }
