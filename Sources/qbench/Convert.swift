@@ -133,21 +133,10 @@ func runPeerConvert(python: String, mib: Int, reps: Int) throws -> [String: Doub
     except ImportError:
         pass
     """
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: python)
-    p.arguments = ["-c", script, String(mib), String(reps)]
-    var env = ProcessInfo.processInfo.environment
-    env["OMP_NUM_THREADS"] = "1"
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    p.environment = env
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw UsageError(description: "peer python exited with status \(p.terminationStatus)") }
+    let out = try capture(python, ["-c", script, String(mib), String(reps)],
+                          environment: ["OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"], showErrors: true)
     var result: [String: Double] = [:]
-    for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+    for line in out.split(separator: "\n") {
         let parts = line.split(separator: " ")
         if parts.count == 3, let t = Double(parts[2]) {
             result["\(parts[0]) \(parts[1])"] = t   // the f8 cases run on the same 1/8 slice as ours

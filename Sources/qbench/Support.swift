@@ -98,16 +98,18 @@ func printError(_ s: String, newline: Bool = true) {
     t.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
-/// Runs a command to completion and returns its standard output (standard error is discarded); throws if
-/// it exits with a non-zero status.
+/// Runs a command to completion and returns its standard output (standard error is discarded unless
+/// `showErrors`); throws if it exits with a non-zero status. `environment` entries are added to ours.
 @discardableResult
-func capture(_ executable: String, _ arguments: [String]) throws -> String {
+func capture(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+             showErrors: Bool = false) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let pipe = Pipe()
     p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
+    if !showErrors { p.standardError = FileHandle.nullDevice }
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()

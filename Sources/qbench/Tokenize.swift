@@ -88,16 +88,8 @@ private func runPeerTokenize(python: String, tokenizer: String, corpus: String, 
     print(best)
     print(verdict)
     """
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: python)
-    p.arguments = ["-c", script, tokenizer, corpus, ids, String(reps)]
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw UsageError(description: "peer python exited with status \(p.terminationStatus)") }
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+    let out = try capture(python, ["-c", script, tokenizer, corpus, ids, String(reps)], showErrors: true)
+    let lines = out.split(separator: "\n")
     guard lines.count >= 2, let t = Double(lines[0]) else { throw UsageError(description: "peer python printed no timing") }
     return (t, String(lines[1]))
 }

@@ -18,7 +18,12 @@ struct TokenAccumulator {
 
     /// Folds in `logits[0..<n]`, the slice starting at vocabulary id `first`; `targetID` < 0 means none.
     mutating func add(_ logits: UnsafePointer<Float>, count n: Int, first: Int, targetID: Int32) {
-        let (m, at) = Self.maximum(logits, n)
+        add(logits, count: n, first: first, targetID: targetID, maximum: Self.maximum(logits, n))
+    }
+
+    /// `add` with the slice's maximum and its first index already found.
+    mutating func add(_ logits: UnsafePointer<Float>, count n: Int, first: Int, targetID: Int32, maximum sliceMaximum: (Float, Int)) {
+        let (m, at) = sliceMaximum
         if m > maximum {
             sum *= Double(Kernels.exp(maximum - m))
             maximum = m
@@ -61,12 +66,13 @@ struct DivergenceAccumulator {
     /// Folds in the slice starting at vocabulary id `first` of both models' logits (and updates the
     /// reference's own accumulator).
     mutating func add(reference p: UnsafePointer<Float>, model q: UnsafePointer<Float>, count n: Int, first: Int, targetID: Int32) {
-        let (m, _) = TokenAccumulator.maximum(p, n)
+        let sliceMaximum = TokenAccumulator.maximum(p, n)
+        let m = sliceMaximum.0
         if m > reference.maximum {
             weighted *= Double(Kernels.exp(reference.maximum - m))
         }
         let shift = max(m, reference.maximum)
-        defer { reference.add(p, count: n, first: first, targetID: targetID) }
+        defer { reference.add(p, count: n, first: first, targetID: targetID, maximum: sliceMaximum) }
         let s8 = SIMD8<Float>(repeating: shift)
         var acc = SIMD8<Float>()
         var i = 0

@@ -3,6 +3,8 @@
 public struct SequenceLayout: Sendable, Equatable {
     public let lengths: [Int]
     public let offsets: [Int]
+    /// The position of every row within its sequence.
+    public let positions: [Int]
     public var tokenCount: Int { (offsets.last ?? 0) + (lengths.last ?? 0) }
     public var longest: Int { lengths.max() ?? 0 }
 
@@ -11,10 +13,8 @@ public struct SequenceLayout: Sendable, Equatable {
         var o: [Int] = [], acc = 0
         for l in lengths { o.append(acc); acc += l }
         offsets = o
+        positions = lengths.flatMap { 0..<$0 }
     }
-
-    /// The position of every row within its sequence.
-    public var positions: [Int] { lengths.flatMap { 0..<$0 } }
 }
 
 /// Causal multi-head attention with grouped key/value heads and an optional sliding window, computed tile
