@@ -44,6 +44,27 @@ public enum BLAS {
         if case .failure(let e) = loaded { throw e }
     }
 
+    /// The address of another function of the loaded OpenBLAS (its LAPACK routines, e.g. `spotrf_`), or
+    /// `nil` when the library is not loaded or lacks it.
+    public static func symbol(_ name: String) -> UnsafeMutableRawPointer? {
+        guard case .success(let lib) = loaded else { return nil }
+        return dlsym(lib.handle, name)
+    }
+
+    private typealias SsyrkFunction = @convention(c) (
+        Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+    private static let ssyrkFunction: SsyrkFunction? = symbol("cblas_ssyrk").map { unsafeBitCast($0, to: SsyrkFunction.self) }
+
+    /// Row-major `C[n×n] = alpha · Aᵀ·A + beta · C` with A stored `k×n` (`lda` ≥ n), on the calling thread.
+    /// Only the upper triangle of C is written (`i ≤ j`).
+    public static func ssyrkTransposed(n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard n > 0 else { return }
+        guard let f = ssyrkFunction else { preconditionFailure("BLAS.ssyrkTransposed called without BLAS.load()") }
+        // CblasRowMajor = 101, CblasUpper = 121, CblasTrans = 112.
+        f(101, 121, 112, Int32(n), Int32(k), alpha, a, Int32(lda), beta, c, Int32(ldc))
+    }
+
     /// Row-major `C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C`, on the calling thread.
     /// `transA`/`transB` say whether A is stored k×m / B is stored n×k (row-major, leading dimensions as stored).
     public static func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
