@@ -64,6 +64,10 @@ public enum GPTQSolver {
         public var deadColumns: [Int]
         /// GPTQ's loss, Σ ((w − q)/U_ii)² / 2 over all elements (llm-compressor's per-module loss).
         public var loss: Double
+        /// Wall time of the Hessian's preparation and factorization (single-threaded LAPACK), in seconds.
+        public var factorizationSeconds: Double
+        /// Wall time of the static parameters and the column loop (parallel over row blocks), in seconds.
+        public var solveSeconds: Double
     }
 
     /// Rows per task: the unit of parallel work (a fixed shape, so results do not depend on the core count).
@@ -71,7 +75,7 @@ public enum GPTQSolver {
 
     /// Quantizes `weight` ([n, k] f32 row-major; replaced by its dequantized values) with the Hessian `hessian`
     /// ([k, k] f32, symmetric; only its upper triangle i ≤ j is read, so `BLAS.ssyrkTransposed`'s output can be
-    /// passed as it is; overwritten), writing one code byte per element into `codes` (n·k, in the original column
+    /// passed as it is; overwritten: its upper triangle holds U on return), writing one code byte per element into `codes` (n·k, in the original column
     /// order, the bytes `GroupCodec.encode` produces) and the group parameters into `parameters` (as RTN: for
     /// group and channel granularity `n · (k / groupLength)` of them row-major, for `.tensor` a single one).
     ///
@@ -101,12 +105,14 @@ public enum GPTQSolver {
         do { lapack = try LAPACK.load() } catch { throw .unavailable(error.description) }
 
         // 2. Static parameters from the original weight.
+        let start = monotonicSeconds()
         let groupLength = scheme.granularity.groupLength(k: k)
         let groupsPerRow = k / groupLength
         let globalScale = staticParameters(weight, n: n, k: k, scheme: scheme, settings: settings, codes: codes, parameters: parameters)
         let codec = GroupCodec(scheme: scheme, globalScale: globalScale)
 
         // 3. The Hessian: symmetric, permuted, dead inputs, then U.
+        let factorizationStart = monotonicSeconds()
         mirrorUpper(hessian, k: k)
         var diagonal = (0..<k).map { hessian[$0 * k + $0] }
         let dead = (0..<k).filter { diagonal[$0] == 0 }
@@ -123,6 +129,7 @@ public enum GPTQSolver {
         let (dampening, retries) = try factorize(hessian, k: k, diagonal: diagonal, mean: meanDiagonal,
                                                  settings: settings, lapack: lapack)
         let u = UnsafePointer(hessian)
+        let factorizationEnd = monotonicSeconds()
 
         // 4. Row blocks in parallel.
         let blocks = (n + rowBlock - 1) / rowBlock
@@ -185,8 +192,10 @@ public enum GPTQSolver {
                 }
             }
         }
+        let end = monotonicSeconds()
         return Result(globalScale: globalScale, dampening: dampening, retries: retries, deadColumns: dead,
-                      loss: losses.reduce(0, +))
+                      loss: losses.reduce(0, +), factorizationSeconds: factorizationEnd - factorizationStart,
+                      solveSeconds: (factorizationStart - start) + (end - factorizationEnd))
     }
 
     // MARK: - Static parameters
