@@ -101,10 +101,27 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits (not available yet).") var abits: Int?
-    @Option(help: "KV-cache bits (not available yet).") var kvbits: Int?
-    @Option(help: "Calibration text (not available yet: calibrated algorithms land with issues 5 and 7).") var data: String?
-    @Option(help: "Statistics file from qcalib (not available yet).") var stats: String?
+    @Option(help: "Activation bits for smoothquant (W8A8: 8, the default; per-token dynamic, simulated by qeval).") var abits: Int?
+    @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
+
+    @Option(help: "Calibration text for awq, gptq, smoothquant (- for standard input).") var data: String?
+    @Option(help: "Pre-tokenized calibration ids, whitespace separated, as qeval --tokenize prints (- for standard input).") var ids: String?
+    @Option(help: "Calibration windows.") var samples = 128
+    @Option(help: "Tokens per calibration window.") var seqlen = 512
+    @Option(help: "How windows are drawn: random (with --seed) or first (the first N non-overlapping windows).") var sampling = "random"
+    @Option(help: "Seed of --sampling random.") var seed: UInt64 = 0
+    @Flag(help: "Render each line (or JSONL record) of --data through the model's chat template first.") var chat = false
+    @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
+
+    @Flag(name: .customLong("act-order"), help: "gptq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
+    @Option(help: "gptq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
+    @Option(name: .customLong("block-size"), help: "gptq: columns per lazy-update block.") var blockSize = 128
+    @Option(help: "smoothquant: migration strength alpha.") var alpha: Float = 0.5
+    @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
+    @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
+    @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
+    @Flag(help: "Fail unless an interrupted run of this command left progress to continue.") var resume = false
+    @Flag(help: "Discard the progress of an interrupted run of this command and start over.") var restart = false
 
     @Option(name: .shortAndLong, help: "Output directory.")
     var output: String
@@ -118,12 +135,21 @@ struct Qquant: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Print nothing but errors.")
     var quiet = false
 
+    /// The calibrated algorithms (`--algo` names).
+    static let calibrated = ["awq", "gptq", "smoothquant"]
+
+    var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
+
     func run() throws {
-        if ["awq", "gptq", "smoothquant", "qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
-            throw notAvailableYet("qquant", "--algo \(algo) needs calibration, which is not available yet (see issues 5 and 7); use rtn or hqq")
+        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
         }
-        for (flag, given) in [("--abits", abits != nil), ("--kvbits", kvbits != nil), ("--data", data != nil), ("--stats", stats != nil)] where given {
-            throw notAvailableYet("qquant", "\(flag) is not available yet (calibrated quantization: issues 5 and 7)")
+        if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
+        if !isCalibrated {
+            for (flag, given) in [("--abits", abits != nil), ("--data", data != nil), ("--ids", ids != nil), ("--stats", stats != nil),
+                                  ("--act-order", actOrder), ("--chat", chat), ("--resume", resume)] where given {
+                throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
+            }
         }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
@@ -139,6 +165,22 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
+            if isCalibrated {
+                let report = try runCalibrated(options)
+                if json {
+                    var o = report.quantize.json.objectValue!
+                    o["algorithm"] = .string(algo.lowercased())
+                    o["calibration_tokens"] = .int(report.tokens)
+                    o["data_hash"] = .string(report.dataHash)
+                    o["resumed_at_block"] = .int(report.resumedAt)
+                    o["block_seconds"] = .array(report.blockSeconds.map { .double(($0 * 1000).rounded() / 1000) })
+                    print(JSONValue.object(o).serialized(indent: 2))
+                } else if !quiet {
+                    print("\(output): \(algo.lowercased()) on \(report.tokens) calibration tokens, quantized \(report.quantize.quantized.count) weights, "
+                          + "copied \(report.quantize.copied) tensors in \(fixedDecimals(report.quantize.seconds, 1)) s")
+                }
+                return
+            }
             let progress = quiet || isatty(2) == 0 ? nil : ProgressLine()
             let report = try QKitQuantizer.run(model: model, output: output, options: options,
                                                progress: progress.map { p in { p.update($0, $1) } },
@@ -157,19 +199,67 @@ struct Qquant: ParsableCommand {
         }
     }
 
+    /// Runs awq, gptq or smoothquant through the block-wise engine.
+    func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
+        guard let s = CalibrationSampling(rawValue: sampling.lowercased()) else {
+            throw UsageError("--sampling: '\(sampling)' is not random or first")
+        }
+        var request = CalibrationDataRequest(data: data, ids: ids)
+        request.samples = samples
+        request.sequenceLength = seqlen
+        request.sampling = s
+        request.seed = seed
+        request.chat = chat
+        var options = CalibratedOptions(quantize: quantize, data: request)
+        options.batchTokens = max(seqlen, batchTokens)
+        options.restart = restart
+        options.requireResume = resume
+        if resume && restart { throw UsageError("--resume and --restart exclude each other") }
+        let algorithm: any BlockAlgorithm
+        switch algo.lowercased() {
+        case "awq":
+            var a = AWQ()
+            a.duoScaling = duoScaling
+            if noClipSearch { a.clipGrid = 0 }
+            algorithm = a
+        case "gptq":
+            guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
+            guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
+            algorithm = GPTQ(solver: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder))
+        default:
+            guard alpha >= 0, alpha <= 1 else { throw UsageError("--alpha must be in [0, 1]") }
+            let bits = abits ?? 8
+            guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+            algorithm = SmoothQuant(alpha: alpha, activationBits: bits)
+        }
+        if algo.lowercased() != "smoothquant" && abits != nil { throw UsageError("--abits goes with smoothquant (weight-only \(algo))") }
+        if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
+        if let stats {
+            guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
+            guard data == nil && ids == nil else { throw UsageError("--stats replaces --data/--ids") }
+            return try StatisticsQuantizer.run(model: model, statistics: stats, output: output, algorithm: algorithm as! SmoothQuant,
+                                               options: quantize, log: { if !quiet { logLine("qquant: " + $0) } })
+        }
+        return try CalibrationEngine.run(model: model, output: output, algorithm: algorithm, options: options,
+                                         log: { if !quiet { logLine("qquant: " + $0) } })
+    }
+
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
-        guard let algorithm = QuantAlgorithm(rawValue: algo.lowercased()), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq; awq, gptq, smoothquant, qoq, svdquant later)")
+        let name = algo.lowercased()
+        let base = isCalibrated ? "rtn" : name
+        guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant; qoq, svdquant later)")
         }
-        guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? 4) : QuantFormat(name: format) else {
+        let defaultBits = name == "smoothquant" ? 8 : 4
+        guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {
             throw UsageError("--format: unknown format '\(format)' (int, fp8, fp8e5m2, fp4, nvfp4, mxfp4, mxfp8)")
         }
         if let wbits, wbits != f.info.elementBits {
             throw UsageError("--wbits \(wbits) does not go with --format \(format) (\(f.info.elementBits)-bit elements)")
         }
         if symmetric && asymmetric { throw UsageError("--sym and --asym exclude each other") }
-        var granularity: QuantGranularity?
+        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : nil
         if let group {
             switch group.lowercased() {
             case "channel", "ch", "-1": granularity = .channel
@@ -183,11 +273,13 @@ struct Qquant: ParsableCommand {
         switch clip.lowercased() {
         case "none": clipAlgorithm = algorithm
         case "mse":
-            guard algorithm == .rtn else { throw UsageError("--clip mse goes with --algo rtn") }
+            guard algorithm == .rtn && name != "awq" else { throw UsageError("--clip mse goes with --algo rtn or gptq (awq has its own clipping search)") }
             clipAlgorithm = .mse
         default: throw UsageError("--clip: '\(clip)' is not none or mse")
         }
-        let scheme = QuantScheme(format: f, granularity: granularity, symmetric: symmetric ? true : (asymmetric ? false : nil),
+        // AWQ's reference setting is asymmetric (zero points); everything else defaults to symmetric.
+        let defaultSymmetric: Bool? = name == "awq" && f.info.allowsAsymmetric ? false : nil
+        let scheme = QuantScheme(format: f, granularity: granularity, symmetric: symmetric ? true : (asymmetric ? false : defaultSymmetric),
                                  algorithm: clipAlgorithm)
         try scheme.validate()
         var all: [QuantRule] = []

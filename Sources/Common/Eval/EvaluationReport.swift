@@ -107,34 +107,41 @@ public struct EvaluationReport: Sendable {
 
     static func readTokens(_ r: EvaluationRequest, model: DecoderModel, source: any WeightSource) throws -> ([Int32], UInt64) {
         if let idsPath = r.ids {
-            let file = try MappedFile.located(idsPath)
-            var ids: [Int32] = []
-            var current: Int64 = -1
-            var start = 0
-            for (i, b) in file.bytes.enumerated() {
-                if b >= 48 && b <= 57 {
-                    if current < 0 { current = 0; start = i }
-                    current = current * 10 + Int64(b - 48)
-                    if current > Int64(Int32.max) {
-                        throw EvaluationInputError.badID(path: idsPath, token: String(decoding: file.bytes[start...min(i, start + 20)], as: UTF8.self))
-                    }
-                } else if b == 32 || b == 10 || b == 9 || b == 13 {
-                    if current >= 0 { ids.append(Int32(current)); current = -1 }
-                } else {
-                    var end = i
-                    while end < file.bytes.count && ![32, 10, 9, 13].contains(file.bytes[end]) { end += 1 }
-                    throw EvaluationInputError.badID(path: idsPath, token: String(decoding: file.bytes[(current >= 0 ? start : i)..<end], as: UTF8.self))
-                }
-            }
-            if current >= 0 { ids.append(Int32(current)) }
-            for id in ids where Int(id) >= model.config.vocabularySize {
-                throw LocatedError(ModelError.badTokenID(id: Int(id), vocabulary: model.config.vocabularySize), path: idsPath)
-            }
-            return (ids, XXH64.hash(file.bytes))
+            let (ids, hash) = try readIDs(idsPath, vocabulary: model.config.vocabularySize)
+            return (ids, hash)
         }
         guard let data = r.data else { throw UsageError("give --data FILE (text) or --ids FILE (token ids)") }
         let (text, hash) = try readText(data)
         return (try tokenizer(for: source).encode(text, addSpecialTokens: false), hash)
+    }
+
+    /// Token ids from a file (or `-`) of whitespace-separated decimal integers (what `--tokenize` prints), each
+    /// checked against the vocabulary, and the XXH64 of the file.
+    static func readIDs(_ idsPath: String, vocabulary: Int) throws -> ([Int32], UInt64) {
+        let file = try MappedFile.located(idsPath)
+        var ids: [Int32] = []
+        var current: Int64 = -1
+        var start = 0
+        for (i, b) in file.bytes.enumerated() {
+            if b >= 48 && b <= 57 {
+                if current < 0 { current = 0; start = i }
+                current = current * 10 + Int64(b - 48)
+                if current > Int64(Int32.max) {
+                    throw EvaluationInputError.badID(path: idsPath, token: String(decoding: file.bytes[start...min(i, start + 20)], as: UTF8.self))
+                }
+            } else if b == 32 || b == 10 || b == 9 || b == 13 {
+                if current >= 0 { ids.append(Int32(current)); current = -1 }
+            } else {
+                var end = i
+                while end < file.bytes.count && ![32, 10, 9, 13].contains(file.bytes[end]) { end += 1 }
+                throw EvaluationInputError.badID(path: idsPath, token: String(decoding: file.bytes[(current >= 0 ? start : i)..<end], as: UTF8.self))
+            }
+        }
+        if current >= 0 { ids.append(Int32(current)) }
+        for id in ids where Int(id) >= vocabulary {
+            throw LocatedError(ModelError.badTokenID(id: Int(id), vocabulary: vocabulary), path: idsPath)
+        }
+        return (ids, XXH64.hash(file.bytes))
     }
 
     /// The model's hash: its files when it is a checkpoint on disk.

@@ -25,6 +25,13 @@ public enum LinearInput: String, Sendable, CaseIterable {
 public protocol BlockObserver: AnyObject {
     /// `values` holds `rows.count × columns` floats: the input rows `rows` of the batch.
     func observe(_ input: LinearInput, layer: Int, rows: Range<Int>, values: UnsafePointer<Float>, columns: Int)
+    /// Sees the keys (after q/k norms and RoPE) and values of rows `rows`: row `r` holds q, k, v at
+    /// `qkv + r·stride`, k from `qDim`, v from `qDim + kvDim`. What a KV cache would store.
+    func observeKeysAndValues(layer: Int, rows: Range<Int>, qkv: UnsafePointer<Float>, stride: Int, qDim: Int, kvDim: Int)
+}
+
+extension BlockObserver {
+    public func observeKeysAndValues(layer: Int, rows: Range<Int>, qkv: UnsafePointer<Float>, stride: Int, qDim: Int, kvDim: Int) {}
 }
 
 /// The f32 weights of one decoder block, loaded from a `WeightSource`. The q/k/v and gate/up projections
@@ -137,14 +144,26 @@ public final class BlockWeights: @unchecked Sendable {
     /// Rows of tokens the MLP processes at once (bounds the `[rows × 2·intermediate]` buffer).
     static let mlpChunk = 1024
 
+    /// How the inputs of the linears are quantized at run time (W8A8 checkpoints), `nil` for float activations.
+    public var activationQuantization: ActivationQuantization?
+
     /// Runs the block on `hidden` (`[tokens × hidden]`, updated in place: the residual stream).
     public func forward(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding, observer: (any BlockObserver)? = nil) {
+        let context = attentionContext(hidden, layout: layout, rope: rope, observer: observer)
+        applyOutput(context, to: hidden, observer: observer)
+        mlp(hidden, observer: observer)
+    }
+
+    /// The attention context of `hidden` (`[tokens × qDim]`): input norm, q/k/v projections (observed as
+    /// `.attention`), q/k norms, RoPE (keys and values then observed), causal attention.
+    public func attentionContext(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding,
+                                 observer: (any BlockObserver)? = nil) -> Matrix {
         let c = config, t = hidden.rows, h = c.hiddenSize
         let positions = layout.positions
-        // Attention.
         let normed = Matrix(rows: t, columns: h)
         Kernels.rmsNorm(hidden.pointer, weight: inputNorm.pointer, into: normed.pointer, rows: t, n: h, epsilon: c.rmsNormEpsilon)
         observer?.observe(.attention, layer: layer, rows: 0..<t, values: normed.pointer, columns: h)
+        activationQuantization?.apply(normed.pointer, rows: t, columns: h, input: .attention)
         let q = Matrix(rows: t, columns: qkv.rows)
         BLAS.linear(normed.pointer, m: t, k: h, weight: qkv.pointer, n: qkv.rows, into: q.pointer)
         if let b = qkvBias { Kernels.addBias(b.pointer, to: q.pointer, rows: t, n: qkv.rows) }
@@ -162,37 +181,68 @@ public final class BlockWeights: @unchecked Sendable {
                 rope.apply(row + c.qDim, heads: c.kvHeadCount, position: positions[r])
             }
         }
+        observer?.observeKeysAndValues(layer: layer, rows: 0..<t, qkv: q.pointer, stride: ld, qDim: c.qDim, kvDim: c.kvDim)
         let context = Matrix(rows: t, columns: c.qDim)
         Attention.compute(qkv: q, config: c, layout: layout, window: c.slidingWindow[layer], into: context)
-        observer?.observe(.attentionOutput, layer: layer, rows: 0..<t, values: context.pointer, columns: c.qDim)
-        BLAS.linear(context.pointer, m: t, k: c.qDim, weight: output.pointer, n: h, into: hidden.pointer, accumulate: true)
+        return context
+    }
+
+    /// `hidden += o_proj(context)`; `context` is observed as `.attentionOutput` (and quantized in place when
+    /// activations are).
+    public func applyOutput(_ context: Matrix, to hidden: Matrix, observer: (any BlockObserver)? = nil) {
+        let t = hidden.rows, h = config.hiddenSize
+        observer?.observe(.attentionOutput, layer: layer, rows: 0..<t, values: context.pointer, columns: config.qDim)
+        activationQuantization?.apply(context.pointer, rows: t, columns: config.qDim, input: .attentionOutput)
+        BLAS.linear(context.pointer, m: t, k: config.qDim, weight: output.pointer, n: h, into: hidden.pointer, accumulate: true)
         if let b = outputBias { Kernels.addBias(b.pointer, to: hidden.pointer, rows: t, n: h) }
-        // MLP, a chunk of tokens at a time.
-        let i = c.intermediateSize
+    }
+
+    /// The MLP half on `hidden` (updated in place), `mlpChunk` tokens at a time.
+    public func mlp(_ hidden: Matrix, observer: (any BlockObserver)? = nil) {
+        let t = hidden.rows, h = config.hiddenSize
         let chunk = min(t, Self.mlpChunk)
-        let n2 = Matrix(rows: chunk, columns: h)
-        let gu = Matrix(rows: chunk, columns: 2 * i)
-        let act = Matrix(rows: chunk, columns: i)
+        let act = Matrix(rows: chunk, columns: config.intermediateSize)
         var r0 = 0
         while r0 < t {
             let rows = min(chunk, t - r0)
             let x = hidden.pointer + r0 * h
-            Kernels.rmsNorm(x, weight: postAttentionNorm.pointer, into: n2.pointer, rows: rows, n: h, epsilon: c.rmsNormEpsilon)
-            observer?.observe(.mlp, layer: layer, rows: r0..<(r0 + rows), values: n2.pointer, columns: h)
-            BLAS.linear(n2.pointer, m: rows, k: h, weight: gateUp.pointer, n: 2 * i, into: gu.pointer)
-            if let b = gateUpBias { Kernels.addBias(b.pointer, to: gu.pointer, rows: rows, n: 2 * i) }
-            nonisolated(unsafe) let (gp, ap) = (gu.pointer, act.pointer)
-            Kernels.parallelChunks(rows, minimum: 8) { range in
-                for r in range {
-                    let a = ap + r * i
-                    a.update(from: gp + r * 2 * i, count: i)
-                    Kernels.siluMultiply(gate: a, up: gp + r * 2 * i + i, count: i, serial: true)
-                }
-            }
-            observer?.observe(.mlpHidden, layer: layer, rows: r0..<(r0 + rows), values: act.pointer, columns: i)
-            BLAS.linear(act.pointer, m: rows, k: i, weight: down.pointer, n: h, into: x, accumulate: true)
-            if let b = downBias { Kernels.addBias(b.pointer, to: x, rows: rows, n: h) }
+            mlpActivation(x, rows: r0..<(r0 + rows), into: act.pointer, observer: observer)
+            applyDown(act.pointer, rows: r0..<(r0 + rows), to: x, observer: observer)
             r0 += rows
         }
+    }
+
+    /// `silu(gate_proj(n2)) · up_proj(n2)` with `n2 = post_attention_layernorm(x)` for the `rows.count` rows at
+    /// `x` (rows `rows` of the batch: what the observer is told), written to `act` (`rows.count × intermediate`).
+    /// `n2` is observed as `.mlp`.
+    public func mlpActivation(_ x: UnsafePointer<Float>, rows: Range<Int>, into act: UnsafeMutablePointer<Float>,
+                              observer: (any BlockObserver)? = nil) {
+        let c = config, h = c.hiddenSize, i = c.intermediateSize, n = rows.count
+        let n2 = Matrix(rows: n, columns: h)
+        let gu = Matrix(rows: n, columns: 2 * i)
+        Kernels.rmsNorm(x, weight: postAttentionNorm.pointer, into: n2.pointer, rows: n, n: h, epsilon: c.rmsNormEpsilon)
+        observer?.observe(.mlp, layer: layer, rows: rows, values: n2.pointer, columns: h)
+        activationQuantization?.apply(n2.pointer, rows: n, columns: h, input: .mlp)
+        BLAS.linear(n2.pointer, m: n, k: h, weight: gateUp.pointer, n: 2 * i, into: gu.pointer)
+        if let b = gateUpBias { Kernels.addBias(b.pointer, to: gu.pointer, rows: n, n: 2 * i) }
+        nonisolated(unsafe) let (gp, ap) = (gu.pointer, act)
+        Kernels.parallelChunks(n, minimum: 8) { range in
+            for r in range {
+                let a = ap + r * i
+                a.update(from: gp + r * 2 * i, count: i)
+                Kernels.siluMultiply(gate: a, up: gp + r * 2 * i + i, count: i, serial: true)
+            }
+        }
+    }
+
+    /// `x += down_proj(act)` for `rows.count` rows; `act` is observed as `.mlpHidden` (and quantized in place
+    /// when activations are).
+    public func applyDown(_ act: UnsafeMutablePointer<Float>, rows: Range<Int>, to x: UnsafeMutablePointer<Float>,
+                          observer: (any BlockObserver)? = nil) {
+        let c = config, h = c.hiddenSize, i = c.intermediateSize, n = rows.count
+        observer?.observe(.mlpHidden, layer: layer, rows: rows, values: act, columns: i)
+        activationQuantization?.apply(act, rows: n, columns: i, input: .mlpHidden)
+        BLAS.linear(act, m: n, k: i, weight: down.pointer, n: h, into: x, accumulate: true)
+        if let b = downBias { Kernels.addBias(b.pointer, to: x, rows: n, n: h) }
     }
 }

@@ -6,6 +6,8 @@ public final class DecoderModel: @unchecked Sendable {
     public let config: DecoderConfig
     public let head: LanguageModelHead
     private let finalNormWeight: FloatBuffer
+    /// The run-time quantization of the linears' inputs the checkpoint asks for (W8A8), applied to every block.
+    public let activationQuantization: ActivationQuantization?
 
     /// Opens the model in `source`, reading `config.json` through the family descriptors and checking the
     /// global tensors. Loads OpenBLAS.
@@ -31,6 +33,7 @@ public final class DecoderModel: @unchecked Sendable {
         let norm = FloatBuffer(count: c.hiddenSize)
         try source.readFloat32("model.norm.weight", rows: 0..<c.hiddenSize, into: norm.buffer)
         finalNormWeight = norm
+        activationQuantization = Self.activationQuantization(json)
         try BLAS.load()
     }
 
@@ -63,9 +66,28 @@ public final class DecoderModel: @unchecked Sendable {
         RotaryEmbedding(config.rope, headDim: config.headDim, positions: max(1, layout.longest))
     }
 
-    /// Loads block `layer`'s weights.
+    /// Loads block `layer`'s weights (with the checkpoint's activation quantization).
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
-        try BlockWeights(source: source, config: config, layer: layer)
+        let b = try BlockWeights(source: source, config: config, layer: layer)
+        b.activationQuantization = activationQuantization
+        return b
+    }
+
+    /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized
+    /// model's recipe), or compressed-tensors' integer `input_activations` (per token, dynamic or not).
+    static func activationQuantization(_ config: JSONValue) -> ActivationQuantization? {
+        for key in ["quantization_config", QKitConfig.fakeKey] {
+            if let a = ActivationQuantization(json: config[key]?["activation_format"]) { return a }
+        }
+        if let groups = config["quantization_config"]?["config_groups"]?.objectValue {
+            for (_, g) in groups.members {
+                if let a = g["input_activations"], a["type"]?.stringValue == "int", let bits = a["num_bits"]?.intValue,
+                   (2...8).contains(bits), a["strategy"]?.stringValue == "token" {
+                    return ActivationQuantization(bits: bits)
+                }
+            }
+        }
+        return nil
     }
 
     /// Applies the final RMSNorm in place.

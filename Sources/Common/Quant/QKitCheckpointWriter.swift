@@ -119,16 +119,7 @@ public enum QKitQuantizer {
             }
             let (n, k) = (t.shape[0], t.shape[1])
             try scheme.check(tensor: t.name, k: k)
-            if options.fake {
-                items.append(Item(tensor: t, scheme: scheme, outputs: [TensorSpec(name: t.name, dtype: options.fakeDType ?? d, shape: t.shape)]))
-                continue
-            }
-            let p = String(t.name.dropLast(".weight".count))
-            var outs = [TensorSpec(name: p + ".weight_q", dtype: scheme.codeDType, shape: [n, k]),
-                        TensorSpec(name: p + ".weight_scale", dtype: scheme.format.info.scaleDType, shape: scheme.scaleShape(n: n, k: k))]
-            if let z = scheme.zeroPointDType { outs.append(TensorSpec(name: p + ".weight_zero_point", dtype: z, shape: scheme.scaleShape(n: n, k: k))) }
-            if scheme.format == .nvfp4 { outs.append(TensorSpec(name: p + ".weight_global_scale", dtype: .f32, shape: [1])) }
-            items.append(Item(tensor: t, scheme: scheme, outputs: outs))
+            items.append(Item(tensor: t, scheme: scheme, outputs: outputSpecs(name: t.name, dtype: d, shape: t.shape, scheme: scheme, options: options)))
         }
         let taken = Set(items.flatMap { $0.outputs.map(\.name) })
         if taken.count != items.reduce(0, { $0 + $1.outputs.count }) {
@@ -169,15 +160,34 @@ public enum QKitQuantizer {
             i.scheme.map { (String(i.tensor.name.dropLast(".weight".count)), $0) }
         }, fake: options.fake)
         try writeSmallFile(out.stagedPath("config.json"), config.serialized(indent: 2) + "\n")
+        try copyModelFiles(from: dir, to: out)
+        report.files = listDirectory(out.stagingPath)
+        try out.commit()
+        report.seconds = monotonicSeconds() - start
+        return report
+    }
+
+    /// The output tensors of a quantized `[N, K]` weight `name`: `P.weight_q`, `P.weight_scale` and, as the scheme
+    /// needs, `P.weight_zero_point` and `P.weight_global_scale`; with `options.fake` the weight itself.
+    static func outputSpecs(name: String, dtype d: DType, shape: [Int], scheme: QuantScheme, options: QuantizeOptions) -> [TensorSpec] {
+        if options.fake { return [TensorSpec(name: name, dtype: options.fakeDType ?? d, shape: shape)] }
+        let (n, k) = (shape[0], shape[1])
+        let p = String(name.dropLast(".weight".count))
+        var outs = [TensorSpec(name: p + ".weight_q", dtype: scheme.codeDType, shape: [n, k]),
+                    TensorSpec(name: p + ".weight_scale", dtype: scheme.format.info.scaleDType, shape: scheme.scaleShape(n: n, k: k))]
+        if let z = scheme.zeroPointDType { outs.append(TensorSpec(name: p + ".weight_zero_point", dtype: z, shape: scheme.scaleShape(n: n, k: k))) }
+        if scheme.format == .nvfp4 { outs.append(TensorSpec(name: p + ".weight_global_scale", dtype: .f32, shape: [1])) }
+        return outs
+    }
+
+    /// Copies every other file of the model directory (tokenizer, generation config…) into the staged output:
+    /// all but config.json, the safetensors files and their index, directories and hidden files.
+    static func copyModelFiles(from dir: String, to out: OutputDirectory) throws {
         for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && name != "model.safetensors.index.json" {
             let src = dir + "/" + name
             guard !isDirectory(src), !name.hasPrefix(".") else { continue }
             try copyFile(src, to: out.stagedPath(name))
         }
-        report.files = listDirectory(out.stagingPath)
-        try out.commit()
-        report.seconds = monotonicSeconds() - start
-        return report
     }
 
     /// Code blocks of `blockBytes`, kept for reuse.
@@ -338,27 +348,9 @@ public enum QKitQuantizer {
         if options.fake { return }
 
         // Scales, zero points, global scale.
-        let scaleType = scheme.format.info.scaleDType
-        let width = scaleType == .f32 ? 4 : 1
-        var scaleBytes = [UInt8](repeating: 0, count: parameters.count * width)
-        scaleBytes.withUnsafeMutableBytes { out in
-            for (i, p) in parameters.enumerated() {
-                if width == 4 {
-                    out.storeBytes(of: p.storedScale.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
-                } else {
-                    out[i] = UInt8(truncatingIfNeeded: p.storedScale)
-                }
-            }
+        for bytes in QuantizedWeight.parameterBytes(parameters, scheme: scheme, globalScale: globalScale) {
+            try bytes.withUnsafeBytes { try sink($0) }
         }
-        try scaleBytes.withUnsafeBytes { try sink($0) }
-        if let z = scheme.zeroPointDType {
-            if z == .u8 {
-                try parameters.map { UInt8($0.zero) }.withUnsafeBytes { try sink($0) }
-            } else {
-                try parameters.map(\.zero).withUnsafeBytes { try sink($0) }
-            }
-        }
-        if scheme.format == .nvfp4 { try withUnsafeBytes(of: globalScale) { try sink($0) } }
     }
 
     /// Minimum, maximum and absolute maximum of a whole tensor (parallel over row blocks; max and min do

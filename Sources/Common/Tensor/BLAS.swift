@@ -122,8 +122,9 @@ public enum BLAS {
     /// Rows of activations per sgemm call when a product is cut by rows.
     static let rowBlock = 256
 
-    /// Cores available to this process.
-    public static let activeCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// Cores this process uses: the online cores, or `QKIT_THREADS` when set (1 runs every parallel loop
+    /// inline, on the calling thread; results are the same either way).
+    public static let activeCores: Int = Threads.count
 }
 
 /// Errors of the BLAS loader.

@@ -26,11 +26,24 @@ public final class Lock: @unchecked Sendable {
 
 import Dispatch
 
+/// How many threads the parallel loops use.
+public enum Threads {
+    /// The online cores, or the positive integer in the environment variable `QKIT_THREADS` (1 runs every
+    /// parallel loop inline: the tests prove results do not depend on it).
+    public static let count: Int = {
+        if let v = getenv("QKIT_THREADS"), let n = Int(String(cString: v)), n > 0 { return n }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }()
+}
+
 /// Runs `body(i)` for i in 0..<n on all cores and waits. `body` may capture mutable state; it must
 /// touch only what index i owns (or guard shared state with a `Lock`).
 public func parallelFor(_ n: Int, _ body: (Int) -> Void) {
     guard n > 0 else { return }
-    if n == 1 { body(0); return }
+    if n == 1 || Threads.count == 1 {
+        for i in 0..<n { body(i) }
+        return
+    }
     withoutActuallyEscaping(body) { b in
         nonisolated(unsafe) let b = b
         DispatchQueue.concurrentPerform(iterations: n) { b($0) }
