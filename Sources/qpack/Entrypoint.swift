@@ -9,6 +9,7 @@ struct Qpack: ParsableCommand {
         usage: """
             qpack IN --to vllm-awq|vllm-gptq|compressed-tensors [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
             qpack IN --to mlc [--quantization q4f16_1|q4f32_1|q3f16_1] [--conv-template NAME] [--ndarray-cache] -o OUT
+            qpack IN --to nunchaku -o OUT
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
@@ -35,14 +36,18 @@ struct Qpack: ParsableCommand {
             codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
             source's rounded to the stored dtype. Exit status 65 on any difference.
 
-            lightllm, tinychat, nunchaku and gguf are not available yet: asking for one exits with status \
+            nunchaku: Nunchaku's SVDQuant W4A4 layout (MMA-tiled qweight, wscales, smooth, lora_down/lora_up tiles, \
+            padded to 128) from a qkit checkpoint whose linears are int4:g64:sym or nvfp4 with P.smooth, P.lora_down \
+            and P.lora_up; anything else is refused.
+
+            lightllm, tinychat and gguf are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
     @Argument(help: "Input: a qkit checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, mlc, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, mlc, nunchaku, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -85,7 +90,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.lightllm, .tinychat, .nunchaku, .gguf].contains(format) {
+        if let format, [.lightllm, .tinychat, .gguf].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {
@@ -119,6 +124,14 @@ struct Qpack: ParsableCommand {
             }
             guard format == .mlc || (quantization == nil && convTemplate == nil && !ndarrayCache) else {
                 throw UsageError("--quantization, --conv-template and --ndarray-cache go with --to mlc")
+            }
+            if format == .nunchaku {
+                guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
+                let r = try NunchakuPacker.run(input: input, output: output, log: log)
+                if !quiet {
+                    logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
+                }
+                return
             }
             if format == .mlc {
                 var o = MLCPacker.Options()

@@ -120,4 +120,41 @@ struct QPackToolTests {
         #expect(t.status == 64, "\(t.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/x"))
     }
+
+    @Test("nunchaku: a synthetic qkit W4A4 checkpoint → qpack → --verify → qinspect names the layout; a float model is refused")
+    func nunchaku() throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Two INT4 g64 linears with smooth and a rank-16 branch (what the SVDQuant algorithm will write).
+        let (n, k, r) = (128, 192, 16)
+        var specs: [TensorSpec] = []
+        for p in ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj"] {
+            specs += [TensorSpec(name: p + ".weight_q", dtype: .i8, shape: [n, k]), TensorSpec(name: p + ".weight_scale", dtype: .f32, shape: [n, k / 64]),
+                      TensorSpec(name: p + ".smooth", dtype: .f32, shape: [k]), TensorSpec(name: p + ".lora_down", dtype: .bf16, shape: [r, k]),
+                      TensorSpec(name: p + ".lora_up", dtype: .bf16, shape: [n, r])]
+        }
+        try FileManager.default.createDirectory(atPath: dir + "/q", withIntermediateDirectories: true)
+        let w = try SafetensorsWriter(path: dir + "/q/model.safetensors", tensors: specs)
+        for (i, s) in specs.enumerated() {
+            let count = s.shape.reduce(1, *)
+            switch s.dtype {
+            case .i8: try w.write((0..<count).map { Int8(($0 * 7 + i) % 16 - 8) })
+            case .f32: try w.write((0..<count).map { Float(1 + ($0 + i) % 5) / 64 })
+            default: try w.write((0..<count).map { Conversion.bfloat16Bits(Float(($0 + i) % 9 - 4) / 16) })
+            }
+        }
+        try w.finish()
+        let modules = #"{"model.layers.0.self_attn.q_proj": "int4:g64:sym", "model.layers.0.self_attn.o_proj": "int4:g64:sym"}"#
+        try (#"{"model_type": "llama", "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "qkit", "version": 1, "modules": "#
+             + modules + "}}").write(toFile: dir + "/q/config.json", atomically: true, encoding: .utf8)
+        let p = try Tool.run("qpack", [dir + "/q", "--to", "nunchaku", "-o", dir + "/n"])
+        #expect(p.status == 0 && p.stderr.contains("nunchaku, 2 linears packed"), "\(p.stderr)")
+        let v = try Tool.run("qpack", ["--verify", dir + "/n", "--source", dir + "/q"])
+        #expect(v.status == 0 && v.stdout.contains("ok: nunchaku, 2 packed linears") && v.stdout.contains("equal to"), "\(v.stdout)\(v.stderr)")
+        let s = try Tool.run("qinspect", [dir + "/n", "--summary"])
+        #expect(s.status == 0 && s.stdout.contains("nunchaku-svdquant"), "\(s.stdout)")
+        let f = try Tool.run("qpack", [Packing.model, "--to", "nunchaku", "-o", dir + "/x"])
+        #expect(f.status == 65 && f.stderr.contains("low-rank branch") && f.stderr.split(separator: "\n").count == 1, "\(f.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x"))
+    }
 }

@@ -13,6 +13,8 @@ public enum WeightScheme: String, Sendable, CaseIterable {
     case ggml = "ggml"
     /// MLC-LLM's group quantization in TVM's tensor cache (`q_weight` uint32 + `q_scale`).
     case mlc = "mlc"
+    /// Nunchaku's SVDQuant W4A4 layout (MMA-tiled `qweight` I8, `wscales`, smooth, low-rank tiles).
+    case nunchaku = "nunchaku-svdquant"
 }
 
 /// One module's weight: the tensors that make it up and the logical (dequantized) shape.
@@ -38,7 +40,8 @@ public enum FormatDetector {
     static let auxiliarySuffixes = [
         "weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "smooth",
         "lora_down", "lora_up", "g_idx", "input_scale", "qweight", "qzeros", "scales", "weight_packed",
-        "weight_shape", "weight_scale_inv", "weight_g_idx", "input_global_scale", "k_scale", "v_scale", "q_weight", "q_scale",
+        "weight_shape", "weight_scale_inv", "weight_g_idx", "input_global_scale", "k_scale", "v_scale", "q_weight", "q_scale", "wscales",
+        "wtscale", "smooth_orig",
     ]
 
     /// Groups the checkpoint's tensors into weights.
@@ -108,6 +111,11 @@ public enum FormatDetector {
             let recorded = (qc?["modules"]?[p]?.stringValue).flatMap { try? QuantScheme.parse($0) }
             return group(.qkit, ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx"],
                          params: n * k, bits: recorded?.bits ?? qc?["bits"]?.intValue ?? qc?["wbits"]?.intValue, groupSize: gs)
+        }
+        if let qw = d["qweight"], let ws = d["wscales"], qw.shape.count == 2, ws.shape.count == 2, case .dtype(.i8) = qw.encoding {
+            let nvfp4 = ws.encoding == .dtype(.f8E4M3)
+            return group(.nunchaku, ["qweight", "wscales", "wtscale", "smooth", "smooth_orig", "lora_down", "lora_up"],
+                         params: qw.shape[0] * qw.shape[1] * 2, bits: 4, groupSize: nvfp4 ? 16 : 64)
         }
         if let qw = d["qweight"], let sc = d["scales"], qw.shape.count == 2, sc.shape.count == 2 {
             let method = qc?["quant_method"]?.stringValue?.lowercased()

@@ -83,6 +83,7 @@ public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWei
     case "awq": try AWQWeights(checkpoint)
     case "gptq": try GPTQWeights(checkpoint)
     case "compressed-tensors": try CompressedTensorsWeights(checkpoint)
+    case "svdquant": try NunchakuWeights(checkpoint)
     default: nil
     }
 }
