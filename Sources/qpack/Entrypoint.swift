@@ -8,6 +8,8 @@ struct Qpack: ParsableCommand {
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
             qpack IN --to vllm-awq|vllm-gptq|compressed-tensors [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN --to mlc [--quantization q4f16_1|q4f32_1|q3f16_1] [--conv-template NAME] [--ndarray-cache] -o OUT
+            qpack IN --to nunchaku -o OUT
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
@@ -21,6 +23,12 @@ struct Qpack: ParsableCommand {
             refused with exit status 65 and nothing is written. The output directory appears only when \
             everything succeeded.
 
+            mlc: MLC-LLM's weight directory (tensor-cache.json + params_shard_*.bin + mlc-chat-config.json + tokenizer \
+            files) for llama, mistral, qwen2 and qwen3, with fused qkv and gate_up and MLC's group quantization \
+            (--quantization, default q4f16_1). A float model is quantized with MLC's own rounding; a qkit checkpoint's \
+            int4:g32 (int3:g40) codes are kept when they fit MLC's fixed zero point; the embedding and lm_head are \
+            quantized as MLC does.
+
             --to safetensors imports a GGUF file (llama and qwen2): every tensor is dequantized (F32, F16, BF16, \
             Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face directory.
 
@@ -28,14 +36,18 @@ struct Qpack: ParsableCommand {
             codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
             source's rounded to the stored dtype. Exit status 65 on any difference.
 
-            lightllm, mlc, tinychat, nunchaku and gguf are not available yet: asking for one exits with status \
+            nunchaku: Nunchaku's SVDQuant W4A4 layout (MMA-tiled qweight, wscales, smooth, lora_down/lora_up tiles, \
+            padded to 128) from a qkit checkpoint whose linears are int4:g64:sym or nvfp4 with P.smooth, P.lora_down \
+            and P.lora_up; anything else is refused.
+
+            lightllm, tinychat and gguf are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
     @Argument(help: "Input: a qkit checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, mlc, nunchaku, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -46,6 +58,15 @@ struct Qpack: ParsableCommand {
 
     @Flag(help: "compressed-tensors: write int8 weights as W8A8 int-quantized (dynamic per-token int8 activations).")
     var w8a8 = false
+
+    @Option(help: "mlc: the MLC quantization preset: q4f16_1 (default), q4f32_1 or q3f16_1.")
+    var quantization: String?
+
+    @Option(name: .customLong("conv-template"), help: "mlc: the conversation template of mlc-chat-config.json (default: detected from the chat template).")
+    var convTemplate: String?
+
+    @Flag(name: .customLong("ndarray-cache"), help: "mlc: also write ndarray-cache.json (runtimes from before TVM's NDArray → Tensor rename).")
+    var ndarrayCache = false
 
     @Flag(help: "Read IN as a packed output and check it (see --source).")
     var verify = false
@@ -69,7 +90,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.lightllm, .mlc, .tinychat, .nunchaku, .gguf].contains(format) {
+        if let format, [.lightllm, .tinychat, .gguf].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {
@@ -99,6 +120,41 @@ struct Qpack: ParsableCommand {
                     throw UsageError("--to safetensors needs a .gguf file as input")
                 }
                 try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard, progress: log)
+                return
+            }
+            guard format == .mlc || (quantization == nil && convTemplate == nil && !ndarrayCache) else {
+                throw UsageError("--quantization, --conv-template and --ndarray-cache go with --to mlc")
+            }
+            if format == .nunchaku {
+                guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
+                let r = try NunchakuPacker.run(input: input, output: output, log: log)
+                if !quiet {
+                    logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
+                }
+                return
+            }
+            if format == .mlc {
+                var o = MLCPacker.Options()
+                if let quantization {
+                    guard let p = MLCPreset.named(quantization) else {
+                        throw UsageError("--quantization: unknown MLC preset '\(quantization)' (\(MLCPreset.all.map(\.name).joined(separator: ", ")))")
+                    }
+                    o.preset = p
+                }
+                guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to mlc (use --quantization)") }
+                if let convTemplate {
+                    guard MLCChatConfig.templateNames.contains(convTemplate) else {
+                        throw UsageError("--conv-template: unknown template '\(convTemplate)' (\(MLCChatConfig.templateNames.joined(separator: ", ")))")
+                    }
+                    o.template = convTemplate
+                }
+                o.legacyCache = ndarrayCache
+                if let shard { o.shardCap = shard }
+                let r = try MLCPacker.run(input: input, output: output, options: o, log: log)
+                if !quiet {
+                    logLine("qpack: \(output): mlc \(o.preset), \(r.packed) linears packed, \(r.copied) tensors copied, " +
+                            "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with mlc's rounding)" : ""))
+                }
                 return
             }
             guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }

@@ -77,6 +77,8 @@ public enum CheckpointKind: String, Sendable {
     case safetensors
     case shardedSafetensors = "sharded-safetensors"
     case gguf
+    /// TVM's tensor cache (`tensor-cache.json` + `params_shard_*.bin`), MLC-LLM's parameter container.
+    case tensorCache = "tensor-cache"
 }
 
 /// A checkpoint opened for reading: a safetensors file, a sharded set through its index, a model
@@ -95,6 +97,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let safetensorsMetadata: [[(key: String, value: String)]?]
     /// The GGUF file, when the checkpoint is one.
     public let gguf: GGUFFile?
+    /// The tensor cache, when the checkpoint is one (its records' TVM dtypes and metadata).
+    public let tensorCache: TensorCacheFile?
     /// `config.json` beside the checkpoint, when present and valid.
     public let config: JSONValue?
     /// The directory holding the checkpoint (for config.json and friends), if any.
@@ -114,6 +118,7 @@ public final class Checkpoint: @unchecked Sendable {
         var kind = CheckpointKind.safetensors
         var directory: String?
         var ggufPath: String?
+        var cache: TensorCacheFile?
 
         func addSafetensors(_ p: String) throws {
             let f = try SafetensorsFile(path: p)
@@ -162,6 +167,8 @@ public final class Checkpoint: @unchecked Sendable {
                 if st.count > 1 { kind = .shardedSafetensors }
             } else if case let gg = names.filter({ $0.hasSuffix(".gguf") }), gg.count == 1 {
                 ggufPath = dir + "/" + gg[0]
+            } else if names.contains(TensorCache.jsonName) || names.contains(TensorCache.legacyJSONName) {
+                cache = try TensorCacheFile(directory: dir)
             } else {
                 throw LocatedError(CheckpointError.noCheckpoint, path: path)
             }
@@ -169,6 +176,9 @@ public final class Checkpoint: @unchecked Sendable {
             let dir = Checkpoint.parentDirectory(path)
             directory = dir
             try openIndex(path, dir: dir)
+        } else if path.hasSuffix("/" + TensorCache.jsonName) || path.hasSuffix("/" + TensorCache.legacyJSONName) {
+            directory = Checkpoint.parentDirectory(path)
+            cache = try TensorCacheFile(json: path)
         } else if path != "-", Checkpoint.looksLikeGGUF(path) {
             ggufPath = path
             directory = Checkpoint.parentDirectory(path)
@@ -192,6 +202,19 @@ public final class Checkpoint: @unchecked Sendable {
                                                 fileIndex: 0, fileRange: g.fileRange(t)))
             }
         }
+
+        if let cache {
+            kind = .tensorCache
+            for (i, f) in cache.shards.enumerated() {
+                files.append(f)
+                paths.append(cache.shardPaths[i])
+                metadata.append(nil)
+            }
+            for e in cache.entries {
+                tensors.append(CheckpointTensor(name: e.name, shape: e.shape, encoding: .dtype(e.dtype), fileIndex: e.shard, fileRange: e.range))
+            }
+        }
+        self.tensorCache = cache
 
         // Names must be unique across shards; sorted, duplicates are neighbours.
         tensors.sort { naturalLess($0.name, $1.name) }
@@ -288,7 +311,7 @@ public enum CheckpointError: QKitError, Equatable {
 
     public var description: String {
         switch self {
-        case .noCheckpoint: "no checkpoint here (no model.safetensors[.index.json], *.safetensors or *.gguf)"
+        case .noCheckpoint: "no checkpoint here (no model.safetensors[.index.json], *.safetensors, *.gguf or tensor-cache.json)"
         case .unknownTensor(let n): "no tensor named '\(n)'"
         }
     }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0): a fast non-cryptographic hash, used to record which
 /// model and which data a result was computed on. Values equal `xxhsum -H1` (Debian package xxhash).
 public enum XXH64 {
@@ -89,5 +93,84 @@ public enum XXH64 {
             parts.insert(config.withUnsafeBytes { hash($0) }, at: 0)
         }
         return parts.map(\.littleEndian).withUnsafeBytes { hash($0) }
+    }
+}
+
+/// MD5 (RFC 1321), streaming: what TVM's tensor cache records as each shard's `md5sum` (hex). Not used
+/// for integrity of qkit's own files, only to write the field the way `tvm.contrib.tvmjs` does.
+public struct MD5 {
+    private var state: (UInt32, UInt32, UInt32, UInt32) = (0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476)
+    private var pending: [UInt8] = []
+    private var length: UInt64 = 0
+
+    private static let shifts: [UInt32] = [7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+                                           5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+                                           4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+                                           6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21]
+    /// floor(|sin(i + 1)| · 2³²).
+    private static let constants: [UInt32] = (0..<64).map { UInt32(truncatingIfNeeded: Int64((abs(sin(Double($0 + 1))) * 4_294_967_296).rounded(.down))) }
+
+    public init() { pending.reserveCapacity(64) }
+
+    /// Adds bytes.
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        length &+= UInt64(bytes.count)
+        var i = 0
+        if !pending.isEmpty {
+            while i < bytes.count, pending.count < 64 { pending.append(bytes[i]); i += 1 }
+            guard pending.count == 64 else { return }
+            pending.withUnsafeBytes { block($0.baseAddress!) }
+            pending.removeAll(keepingCapacity: true)
+        }
+        while i + 64 <= bytes.count {
+            block(bytes.baseAddress! + i)
+            i += 64
+        }
+        while i < bytes.count { pending.append(bytes[i]); i += 1 }
+    }
+
+    /// The digest as 32 lowercase hex digits.
+    public mutating func finalizeHex() -> String {
+        let bits = length &* 8
+        var tail: [UInt8] = [0x80]
+        while (pending.count + tail.count) % 64 != 56 { tail.append(0) }
+        for i in 0..<8 { tail.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i)))) }
+        let saved = length
+        tail.withUnsafeBytes { update($0) }
+        length = saved
+        var out = ""
+        for word in [state.0, state.1, state.2, state.3] {
+            for i in 0..<4 {
+                let b = UInt8(truncatingIfNeeded: word >> (8 * UInt32(i)))
+                out += (b < 16 ? "0" : "") + String(b, radix: 16)
+            }
+        }
+        return out
+    }
+
+    /// The MD5 hex digest of `bytes`.
+    public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        var m = MD5()
+        m.update(bytes)
+        return m.finalizeHex()
+    }
+
+    private mutating func block(_ p: UnsafeRawPointer) {
+        var (a, b, c, d) = state
+        for i in 0..<64 {
+            var f: UInt32
+            let g: Int
+            switch i {
+            case 0..<16: f = (b & c) | (~b & d); g = i
+            case 16..<32: f = (d & b) | (~d & c); g = (5 * i + 1) % 16
+            case 32..<48: f = b ^ c ^ d; g = (3 * i + 5) % 16
+            default: f = c ^ (b | ~d); g = (7 * i) % 16
+            }
+            f = f &+ a &+ MD5.constants[i] &+ UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * g, as: UInt32.self))
+            a = d; d = c; c = b
+            let s = MD5.shifts[i]
+            b = b &+ ((f << s) | (f >> (32 - s)))
+        }
+        state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d)
     }
 }

@@ -11,6 +11,10 @@ public enum WeightScheme: String, Sendable, CaseIterable {
     case nvfp4PackQuantized = "compressed-tensors/nvfp4-pack-quantized"
     case fp8Block = "fp8-block"
     case ggml = "ggml"
+    /// MLC-LLM's group quantization in TVM's tensor cache (`q_weight` uint32 + `q_scale`).
+    case mlc = "mlc"
+    /// Nunchaku's SVDQuant W4A4 layout (MMA-tiled `qweight` I8, `wscales`, smooth, low-rank tiles).
+    case nunchaku = "nunchaku-svdquant"
 }
 
 /// One module's weight: the tensors that make it up and the logical (dequantized) shape.
@@ -36,7 +40,8 @@ public enum FormatDetector {
     static let auxiliarySuffixes = [
         "weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "smooth",
         "lora_down", "lora_up", "g_idx", "input_scale", "qweight", "qzeros", "scales", "weight_packed",
-        "weight_shape", "weight_scale_inv", "weight_g_idx", "input_global_scale", "k_scale", "v_scale",
+        "weight_shape", "weight_scale_inv", "weight_g_idx", "input_global_scale", "k_scale", "v_scale", "q_weight", "q_scale", "wscales",
+        "wtscale", "smooth_orig",
     ]
 
     /// Groups the checkpoint's tensors into weights.
@@ -92,6 +97,12 @@ public enum FormatDetector {
             return WeightGroup(prefix: p, scheme: scheme, tensorNames: all, parameters: params,
                                bytes: all.reduce(0) { $0 + (ck[$1]?.byteCount ?? 0) }, bits: bits, groupSize: groupSize)
         }
+        if let q = d["q_weight"], let s = d["q_scale"], q.shape.count == 2, s.shape.count == 2, case .dtype(.u32) = q.encoding {
+            // MLC: q_weight [N, words], q_scale [N, groups]; bits and group size from the preset in mlc-chat-config.json.
+            let preset = mlcPreset(ck)
+            let k = preset.map { s.shape[1] * $0.groupSize } ?? q.shape[1] * 8
+            return group(.mlc, ["q_weight", "q_scale"], params: q.shape[0] * k, bits: preset?.bits, groupSize: preset?.groupSize)
+        }
         if let q = d["weight_q"], q.shape.count == 2 {
             let (n, k) = (q.shape[0], q.shape[1])
             let s = d["weight_scale"]
@@ -100,6 +111,11 @@ public enum FormatDetector {
             let recorded = (qc?["modules"]?[p]?.stringValue).flatMap { try? QuantScheme.parse($0) }
             return group(.qkit, ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx"],
                          params: n * k, bits: recorded?.bits ?? qc?["bits"]?.intValue ?? qc?["wbits"]?.intValue, groupSize: gs)
+        }
+        if let qw = d["qweight"], let ws = d["wscales"], qw.shape.count == 2, ws.shape.count == 2, case .dtype(.i8) = qw.encoding {
+            let nvfp4 = ws.encoding == .dtype(.f8E4M3)
+            return group(.nunchaku, ["qweight", "wscales", "wtscale", "smooth", "smooth_orig", "lora_down", "lora_up"],
+                         params: qw.shape[0] * qw.shape[1] * 2, bits: 4, groupSize: nvfp4 ? 16 : 64)
         }
         if let qw = d["qweight"], let sc = d["scales"], qw.shape.count == 2, sc.shape.count == 2 {
             let method = qc?["quant_method"]?.stringValue?.lowercased()
@@ -203,6 +219,15 @@ public enum FormatDetector {
             if let ft = ck.gguf?["general.file_type"]?.intValue { settings.append(("file type", ggufFileTypeName(ft))) }
             return ("gguf", settings)
         }
+        if ck.kind == .tensorCache {
+            let chat = mlcChatConfig(ck)
+            settings.append(("container", "tvm tensor cache, \(ck.files.count) shard\(ck.files.count == 1 ? "" : "s")"))
+            if let q = chat?["quantization"]?.stringValue { settings.append(("quantization", q)) }
+            if let m = chat?["model_type"]?.stringValue { settings.append(("model_type", m)) }
+            if let p = mlcPreset(ck) { settings += [("bits", String(p.bits)), ("group size", String(p.groupSize)), ("model dtype", p.tvmModelDType)] }
+            settings.append(("quantized weights", "\(quantized.count) (fused qkv and gate_up counted once)"))
+            return ("mlc", settings)
+        }
         guard let first = quantized.first else {
             if let m = qc?["quant_method"]?.stringValue { return ("none (config says \(m), but no quantized tensors found)", []) }
             return ("none", [])
@@ -245,6 +270,15 @@ public enum FormatDetector {
         }
         return (format, settings)
     }
+
+    /// mlc-chat-config.json beside a tensor cache.
+    static func mlcChatConfig(_ ck: Checkpoint) -> JSONValue? {
+        guard ck.kind == .tensorCache, let dir = ck.directory, let b = try? readSmallFile(dir + "/mlc-chat-config.json", limit: 64 << 20) else { return nil }
+        return try? JSONParser.parse(b, rejectDuplicateKeys: false)
+    }
+
+    /// The MLC preset recorded in mlc-chat-config.json.
+    static func mlcPreset(_ ck: Checkpoint) -> MLCPreset? { mlcChatConfig(ck)?["quantization"]?.stringValue.flatMap(MLCPreset.named) }
 
     /// Whether a GPTQ weight's g_idx differs from the plain k / G order.
     static func gptqActOrder(_ g: WeightGroup, _ ck: Checkpoint) -> Bool {

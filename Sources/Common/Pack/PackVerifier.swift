@@ -30,6 +30,8 @@ public enum PackVerifier {
             let m = ck.config?["quantization_config"]?["quant_method"]?.stringValue ?? "none"
             throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors)")
         }
+        if let mlc = reader as? MLCWeights { return try MLCVerifier.verify(mlc, output: output, source: source) }
+        if let n = reader as? NunchakuWeights { return try NunchakuVerifier.verify(n, output: output, source: source) }
         var report = PackVerifyReport()
         report.layout = reader.layoutName
         var issues: [String] = []

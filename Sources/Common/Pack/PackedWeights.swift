@@ -76,12 +76,14 @@ extension PackedWeightSource {
 }
 
 /// Opens a packed checkpoint whose `config.json` `quantization_config.quant_method` is `awq`, `gptq` or
-/// `compressed-tensors` as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
+/// `compressed-tensors`, or an MLC tensor cache, as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
 public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWeightSource)? {
-    switch FormatDetector.quantizationConfig(checkpoint)?["quant_method"]?.stringValue?.lowercased() {
+    if checkpoint.kind == .tensorCache { return try MLCWeights(checkpoint) }
+    return switch FormatDetector.quantizationConfig(checkpoint)?["quant_method"]?.stringValue?.lowercased() {
     case "awq": try AWQWeights(checkpoint)
     case "gptq": try GPTQWeights(checkpoint)
     case "compressed-tensors": try CompressedTensorsWeights(checkpoint)
+    case "svdquant": try NunchakuWeights(checkpoint)
     default: nil
     }
 }
