@@ -145,15 +145,15 @@ struct Qquant: ParsableCommand {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
         }
         if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
-        if !isCalibrated {
-            for (flag, given) in [("--abits", abits != nil), ("--data", data != nil), ("--ids", ids != nil), ("--stats", stats != nil),
-                                  ("--act-order", actOrder), ("--chat", chat), ("--resume", resume)] where given {
-                throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
-            }
-        }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
+            if !isCalibrated {
+                for (flag, given) in [("--abits", abits != nil), ("--data", data != nil), ("--ids", ids != nil), ("--stats", stats != nil),
+                                      ("--act-order", actOrder), ("--chat", chat), ("--resume", resume)] where given {
+                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
+                }
+            }
             var options = QuantizeOptions(recipe: try recipe())
             options.fake = fake
             if let dtype {

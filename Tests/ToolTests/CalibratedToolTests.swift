@@ -1,0 +1,135 @@
+import Common
+import Foundation
+import Testing
+
+/// The tiny transformers-made fixture models of the runtime tests.
+private func fixtureModel(_ family: String) -> String { Tool.root + "/Tests/CommonTests/Fixtures/model/" + family }
+
+/// Seeded token ids below the tiny models' vocabulary (320), as qeval --tokenize prints them.
+private func idsFile(_ dir: String, count: Int = 3000, seed: UInt64 = 11) throws -> String {
+    var state = seed
+    var ids: [String] = []
+    for _ in 0..<count {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        ids.append(String((state >> 33) % 320))
+    }
+    let path = dir + "/ids.txt"
+    try (ids.joined(separator: " ") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// Every file of a directory, by name.
+private func files(_ dir: String) throws -> [String: Data] {
+    var out: [String: Data] = [:]
+    for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
+        out[name] = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
+    }
+    return out
+}
+
+@Suite("qquant awq/gptq/smoothquant and qcalib (tiny models)")
+struct CalibratedToolTests {
+    @Test("kill -9 after a block, rerun: continues and writes the same bytes; one thread writes the same bytes too")
+    func resumeAndThreads() throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir)
+        let common = [fixtureModel("qwen2"), "--algo", "gptq", "--group", "32", "--act-order", "--ids", ids, "--samples", "6", "--seqlen", "48"]
+        let whole = try Tool.run("qquant", common + ["-o", dir + "/whole"])
+        #expect(whole.status == 0, "\(whole.stderr)")
+        // Killed (SIGKILL) right after block 0's progress is committed.
+        let killed = try Tool.run("qquant", common + ["-o", dir + "/resumed"], launcher: ["/usr/bin/env", "QKIT_TEST_KILL_AFTER_BLOCK=0"])
+        #expect(killed.status == 9, "status \(killed.status): \(killed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/resumed"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/.resumed.qkit-progress/block-0000.safetensors"))
+        let resumed = try Tool.run("qquant", common + ["-o", dir + "/resumed", "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming after block 0"))
+        #expect(try files(dir + "/whole") == files(dir + "/resumed"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/.resumed.qkit-progress"))
+        // One thread: the same bytes.
+        let single = try Tool.run("qquant", common + ["-o", dir + "/single"], launcher: ["/usr/bin/env", "QKIT_THREADS=1"])
+        #expect(single.status == 0, "\(single.stderr)")
+        #expect(try files(dir + "/whole") == files(dir + "/single"))
+        // A different command does not continue the old progress.
+        let k2 = try Tool.run("qquant", common + ["-o", dir + "/other"], launcher: ["/usr/bin/env", "QKIT_TEST_KILL_AFTER_BLOCK=0"])
+        #expect(k2.status == 9)
+        let changed = try Tool.run("qquant", common + ["--seed", "3", "-o", dir + "/other"])
+        #expect(changed.status == 0 && !changed.stderr.contains("resuming"), "\(changed.stderr)")
+        let none = try Tool.run("qquant", common + ["-o", dir + "/never", "--resume"])
+        #expect(none.status == 66 && none.stderr.contains("--resume"), "\(none.stderr)")
+    }
+
+    @Test("awq and smoothquant: one thread writes the same bytes as all cores", arguments: ["awq", "smoothquant"])
+    func threadsDoNotChangeBytes(algo: String) throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir)
+        let args = [fixtureModel("llama3"), "--algo", algo, "--ids", ids, "--samples", "6", "--seqlen", "48"] + (algo == "awq" ? ["--group", "32"] : [])
+        let a = try Tool.run("qquant", args + ["-o", dir + "/a"])
+        let b = try Tool.run("qquant", args + ["-o", dir + "/b"], launcher: ["/usr/bin/env", "QKIT_THREADS=1"])
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        #expect(try files(dir + "/a") == files(dir + "/b"))
+    }
+
+    @Test("qcalib: the file and the stream are the same bytes; smoothquant from it equals smoothquant from the data")
+    func statisticsFile() throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir)
+        let data = ["--ids", ids, "--samples", "5", "--seqlen", "40", "--seed", "4"]
+        let file = try Tool.run("qcalib", [fixtureModel("qwen2")] + data + ["--hessian", "-o", dir + "/stats.safetensors"])
+        #expect(file.status == 0, "\(file.stderr)")
+        let ck = try Checkpoint(path: dir + "/stats.safetensors")
+        #expect(ck.tensors.count == 2 * (7 * 4 + 2 + 1))
+        func vector(_ name: String) -> [Float] {
+            let t = ck[name]!
+            return ck.data(t).withMemoryRebound(to: Float.self) { Array($0) }
+        }
+        // q, k and v read the same input; the Hessian's diagonal is 2·sqmean.
+        #expect(vector("model.layers.1.self_attn.q_proj.input.absmax") == vector("model.layers.1.self_attn.v_proj.input.absmax"))
+        let h = vector("model.layers.0.mlp.down_proj.input.hessian"), sq = vector("model.layers.0.mlp.down_proj.input.sqmean")
+        #expect(abs(h[5 * 96 + 5] - 2 * sq[5]) < 1e-4 * max(1, 2 * sq[5]))
+        let cosine = vector("model.layers.0.cosine")[0]
+        #expect(cosine > -1 && cosine <= 1)
+        #expect(ck.safetensorsMetadata[0]!.contains { $0.key == "tokens" && $0.value == "200" })
+        // Streamed to standard output (a pipe): the same bytes.
+        let piped = try Tool.run("qcalib", [fixtureModel("qwen2")] + data + ["--hessian", "-q"],
+                                 launcher: ["/bin/sh", "-c", "\"$0\" \"$@\" -o - | cmp - \(dir)/stats.safetensors && echo same"])
+        #expect(piped.stdout.contains("same"), "\(piped.stdout) \(piped.stderr)")
+        // SmoothQuant from the statistics file = SmoothQuant on the same windows.
+        let viaStats = try Tool.run("qquant", [fixtureModel("qwen2"), "--algo", "smoothquant", "--stats", dir + "/stats.safetensors", "-o", dir + "/sq1"])
+        let viaData = try Tool.run("qquant", [fixtureModel("qwen2"), "--algo", "smoothquant"] + data + ["-o", dir + "/sq2"])
+        #expect(viaStats.status == 0 && viaData.status == 0, "\(viaStats.stderr) \(viaData.stderr)")
+        #expect(try files(dir + "/sq1")["model.safetensors"] == files(dir + "/sq2")["model.safetensors"])
+        let config = try String(contentsOfFile: dir + "/sq1/config.json", encoding: .utf8)
+        #expect(config.contains("\"activation_format\"") && config.contains("\"smoothquant\""))
+    }
+
+    @Test("bad calibrated requests exit with one line and the right code")
+    func errors() throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir, count: 100)
+        let m = fixtureModel("qwen2")
+        let g = ["--group", "32"]
+        let cases: [([String], Int32, String)] = [
+            ([m, "--algo", "gptq", "-o", dir + "/x"] + g, 64, "--data"),
+            ([m, "--algo", "awq", "--act-order", "--ids", ids, "-o", dir + "/x"] + g, 64, "--act-order"),
+            ([m, "--algo", "gptq", "--rule", "q_proj=int4:g32:hqq", "--ids", ids, "--samples", "1", "--seqlen", "50", "-o", dir + "/x"] + g, 64, "hqq"),
+            ([m, "--algo", "gptq", "--ids", ids, "--samples", "4", "--seqlen", "50", "--sampling", "first", "-o", dir + "/x"] + g, 65, "100 tokens"),
+            ([m, "--algo", "gptq", "--group", "48", "--ids", ids, "-o", dir + "/x"], 64, "does not divide"),
+            ([m, "--algo", "rtn", "--ids", ids, "-o", dir + "/x"], 64, "calibrated"),
+            ([m, "--algo", "awq", "--stats", ids, "-o", dir + "/x"] + g, 64, "smoothquant"),
+        ]
+        for (args, code, text) in cases {
+            let r = try Tool.run("qquant", args)
+            #expect(r.status == code, "\(args): \(r.status) \(r.stderr)")
+            #expect(r.stderr.contains(text) && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/x"))
+        }
+        let calib = try Tool.run("qcalib", [m, "--ids", ids, "-o", dir + "/s.safetensors"])
+        #expect(calib.status == 65 && calib.stderr.contains("tokens"), "\(calib.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/s.safetensors"))
+    }
+}
