@@ -10,9 +10,47 @@ struct Qquant: ParsableCommand {
         commandName: "qquant",
         abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
         discussion: """
-            Available now: the data-free algorithms rtn (round to nearest, optionally with an MSE clipping \
-            search, --clip mse) and hqq (half-quadratic, float zero points). The calibrated algorithms (awq, \
-            gptq, smoothquant, qoq, svdquant) exit with status 69 until they land.
+            Algorithms: the data-free rtn (round to nearest, optionally with an MSE clipping search, --clip mse) \
+            and hqq (half-quadratic, float zero points); the calibrated awq, gptq and smoothquant, which run \
+            calibration text through the model on the CPU, one decoder block at a time (qoq and svdquant exit \
+            with status 69 until they land).
+
+            CALIBRATION: --data FILE (text, tokenized with the model's tokenizer; with --chat each line or JSONL \
+            record is rendered through the model's chat template first) or --ids FILE (as qeval --tokenize \
+            prints), cut into --samples windows of --seqlen tokens (default 128 x 512): the first ones \
+            (--sampling first) or at random starts drawn with --seed. Block by block: the block's weights are \
+            read, the algorithm observes the inputs of its linears over all calibration tokens, transforms and \
+            quantizes it, and the hidden states move on to the next block. Memory is one block's weights plus \
+            the calibration activations (tokens x hidden f32, and a batch's temporaries, --batch-tokens). A line \
+            per block with its time and an ETA goes to standard error (not with -q).
+
+            awq (default int4, asymmetric, g128): per block one full-precision forward gathers mean |x| and the \
+            Gram matrix sum(x^T x)/T of every linear input; for q/k/v, o_proj, gate/up and down_proj a 20-point \
+            grid of scales s = mean|x|^r (r = i/20, --duo-scaling: mean|x|^r / mean|w|^(1-r)), normalized by \
+            sqrt(max s * min s), is searched for the least output error of Q(W*s)/s, computed exactly over every \
+            token from the Gram matrix; the scale is folded into input_layernorm, v_proj (one scale per value \
+            channel under grouped-query attention), post_attention_layernorm and up_proj (biases too). Then a \
+            clipping search (ranges shrunk by up to 50%, least partial-product error; q_proj and k_proj \
+            skipped; --no-clip-search) and the weights are quantized. The next block sees the full-precision \
+            output.
+
+            gptq (default int4, symmetric, g128): true-sequential within each block, every linear's Hessian \
+            H = 2/n sum x^T x taken from the inputs the already-quantized linears before it produce (q/k/v, then \
+            o_proj, then gate/up, then down_proj); dampening --damp times the mean diagonal (raised \
+            automatically when the Cholesky factorization fails), lazy batch updates of --block-size columns, \
+            --act-order (columns by decreasing diag H, static groups: no g_idx); the next block sees the \
+            quantized block's output.
+
+            smoothquant (default int8 per channel, W8A8): s = max|x|^alpha / max|W|^(1-alpha) (--alpha, 0.5) \
+            folded into input_layernorm (q/k/v) and post_attention_layernorm (gate/up); the recipe records \
+            per-token dynamic int8 activations (--abits), which qeval simulates. With --stats FILE (a qcalib \
+            statistics file, - for a pipe) it needs no calibration data.
+
+            RESUME: after each block its tensors, the hidden states entering the next block and the command's \
+            key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
+            continues after the last finished block and writes the same bytes as an uninterrupted run (a \
+            changed command starts over; --restart forces it; --resume fails unless there is progress to \
+            continue). Results do not depend on the number of threads (QKIT_THREADS=1 gives the same bytes).
 
             By default every linear weight inside the decoder blocks (model.layers.N.*_proj.weight, MoE \
             experts too) is quantized with the scheme the options describe; embeddings, norms and lm_head \
@@ -48,21 +86,26 @@ struct Qquant: ParsableCommand {
               qquant model/ --format nvfp4 --rule 'down_proj=fp8' -o model-nvfp4/
               qquant model/ --group channel --clip mse --fake --dtype bf16 -o fake/
               qquant model/ --rules rules.txt --skip 'layers\\.0\\.' -o mixed/ --json
+              qquant model/ --algo gptq --group 64 --act-order --data howto.txt --samples 32 --sampling first -o model-gptq/
+              qquant model/ --algo awq --group 64 --data pile.txt -o model-awq/
+              qcalib model/ --data pile.txt -o - | qquant model/ --algo smoothquant --stats - -o model-w8a8/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
             starting with # are ignored; a bad line is reported as FILE:LINE and exits 64.
 
             Exit status: 0 done; 64 usage (unknown format or algorithm, a group that does not divide K, a \
-            bad rule); 65 bad input (a selected weight that is not floating point, an input that is already \
-            a qkit checkpoint, a malformed checkpoint); 66 no input; 69 not available yet; 73 cannot create \
+            bad rule, a calibrated option without a calibrated algorithm); 65 bad input (a selected weight that \
+            is not floating point, an input that is already a qkit checkpoint, a malformed checkpoint, too few \
+            calibration tokens); 66 no input (or nothing to --resume); 69 not available yet or unsupported \
+            model family; 73 cannot create \
             the output; 74 read or write failure (e.g. a full disk). See man 5 qkit for the output layout.
             """)
 
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn or hqq (awq, gptq, smoothquant, qoq, svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq or smoothquant (qoq, svdquant: not available yet).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
