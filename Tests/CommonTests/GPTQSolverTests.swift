@@ -320,6 +320,37 @@ struct GPTQSolverCaseTests {
         }
     }
 
+    /// Linears that share an input share a factorization: factorized once, each weight quantizes to the same bytes
+    /// as with its own copy of the Hessian.
+    @Test func sharedFactorization() throws {
+        let k = 96
+        let (q, h) = try GPTQTesting.data(n: 40, k: k, seed: 12)
+        let (v, _) = try GPTQTesting.data(n: 16, k: k, seed: 13)
+        let scheme = QuantScheme(format: .int(bits: 4), granularity: .group(32), symmetric: true)
+        let settings = GPTQSolver.Settings(actOrder: true)
+        var shared = h
+        try shared.withUnsafeMutableBufferPointer { (hb) throws(GPTQError) in
+            let f = try GPTQSolver.factorize(hessian: hb.baseAddress!, k: k, settings: settings)
+            #expect(f.permutation.sorted() == Array(0..<k) && f.permutation != Array(0..<k))
+            for (w, n) in [(q, 40), (v, 16)] {
+                var w2 = w, codes = [UInt8](repeating: 0, count: n * k)
+                var p = [GroupCodec.Parameters](repeating: .init(scale: 0, storedScale: 0, zero: 0), count: n * k / 32)
+                let r = try w2.withUnsafeMutableBufferPointer { (wb) throws(GPTQError) in
+                    try GPTQSolver.quantize(weight: wb.baseAddress!, n: n, k: k, factorization: f, scheme: scheme, settings: settings,
+                                            codes: &codes, parameters: &p)
+                }
+                let alone = try GPTQTesting.run(w, n: n, k: k, hessian: h, scheme: scheme, settings: settings)
+                #expect(codes == alone.codes && w2 == alone.weight && p == alone.parameters && r.loss == alone.result.loss)
+            }
+            var w3 = Array(q[0..<(4 * 64)]), codes = [UInt8](repeating: 0, count: 4 * 64)
+            var p = [GroupCodec.Parameters](repeating: .init(scale: 0, storedScale: 0, zero: 0), count: 8)
+            #expect(throws: GPTQError.invalidShape("the factorization is for K = 96, the weight has K = 64")) {
+                _ = try GPTQSolver.quantize(weight: &w3, n: 4, k: 64, factorization: f, scheme: scheme, settings: settings,
+                                            codes: &codes, parameters: &p)
+            }
+        }
+    }
+
     /// Block size 1 (every update through the sgemm) and block size K (every update inside the block) are the same
     /// algorithm: the same loss to float accuracy and almost all the same codes.
     @Test func lazyBatchMatchesInBlockUpdates() throws {

@@ -64,7 +64,8 @@ public enum GPTQSolver {
         public var deadColumns: [Int]
         /// GPTQ's loss, Σ ((w − q)/U_ii)² / 2 over all elements (llm-compressor's per-module loss).
         public var loss: Double
-        /// Wall time of the Hessian's preparation and factorization (single-threaded LAPACK), in seconds.
+        /// Wall time of the Hessian's preparation and factorization (single-threaded LAPACK), in seconds (that of
+        /// the shared factorization when one was passed).
         public var factorizationSeconds: Double
         /// Wall time of the static parameters and the column loop (parallel over row blocks), in seconds.
         public var solveSeconds: Double
@@ -73,30 +74,39 @@ public enum GPTQSolver {
     /// Rows per task: the unit of parallel work (a fixed shape, so results do not depend on the core count).
     public static let rowBlock = 128
 
-    /// Quantizes `weight` ([n, k] f32 row-major; replaced by its dequantized values) with the Hessian `hessian`
-    /// ([k, k] f32, symmetric; only its upper triangle i ≤ j is read, so `BLAS.ssyrkTransposed`'s output can be
-    /// passed as it is; overwritten: its upper triangle holds U on return), writing one code byte per element into `codes` (n·k, in the original column
-    /// order, the bytes `GroupCodec.encode` produces) and the group parameters into `parameters` (as RTN: for
-    /// group and channel granularity `n · (k / groupLength)` of them row-major, for `.tensor` a single one).
-    ///
-    /// - Throws: `GPTQError` for a scheme or setting that cannot be used, a group that does not divide `k`, a NaN
-    ///   or infinity in W or H, a negative diagonal entry of H, a Hessian that stays indefinite after every
-    ///   retry, or a missing OpenBLAS/LAPACK.
-    public static func quantize(weight: UnsafeMutablePointer<Float>, n: Int, k: Int, hessian: UnsafeMutablePointer<Float>,
-                                scheme: QuantScheme, settings: Settings, codes: UnsafeMutablePointer<UInt8>,
-                                parameters: UnsafeMutablePointer<GroupCodec.Parameters>) throws(GPTQError) -> Result {
-        // 1. Check everything before touching anything.
-        guard n > 0, k > 0 else { throw .invalidShape("the weight is [\(n), \(k)]: both dimensions must be positive") }
-        do { try scheme.validate() } catch { throw .invalidScheme(error.message) }
-        if case .group(let g) = scheme.granularity, k % g != 0 {
-            throw .invalidShape("group \(g) does not divide K = \(k)")
-        }
-        guard settings.blockSize > 0 else { throw .invalidSettings("block size \(settings.blockSize) must be positive") }
+    /// U, the upper Cholesky factor of the damped H⁻¹ (with act-order, of the permuted H), and what GPTQ needs
+    /// besides: the column order and the dead inputs. It depends on the Hessian and the settings only, so the
+    /// linears that share an input (q/k/v; gate/up) can share one: `factorize` once, then `quantize` each weight.
+    public struct Factorization: @unchecked Sendable {
+        /// Input columns.
+        public let k: Int
+        /// U, in the upper triangle of the caller's Hessian buffer (row-major [k, k], in processing order): valid
+        /// while that buffer lives and is not modified.
+        public let u: UnsafePointer<Float>
+        /// Processing order: `permutation[i]` is the original column processed i-th (the identity without act-order).
+        public let permutation: [Int]
+        /// The dead input columns (H_ii = 0), in increasing order.
+        public let deadColumns: [Int]
+        /// The damping fraction used (`Settings.dampening`, or larger after retries).
+        public let dampening: Float
+        /// How many times the factorization was retried with a larger damping.
+        public let retries: Int
+        /// Wall time of the factorization, in seconds.
+        public let seconds: Double
+    }
+
+    /// Prepares the Hessian `hessian` ([k, k] f32, symmetric; only its upper triangle i ≤ j is read, so
+    /// `BLAS.ssyrkTransposed`'s output can be passed as it is) for `quantize(weight:n:k:factorization:…)`:
+    /// act-order permutation (`settings.actOrder`), dead inputs, damping with retries, U. The buffer is
+    /// overwritten and holds U in its upper triangle afterwards.
+    /// - Throws: `GPTQError` for a bad setting, a NaN or infinity in the upper triangle, a negative diagonal
+    ///   entry, a Hessian that stays indefinite after every retry, or a missing OpenBLAS/LAPACK.
+    public static func factorize(hessian: UnsafeMutablePointer<Float>, k: Int, settings: Settings) throws(GPTQError) -> Factorization {
+        guard k > 0 else { throw .invalidShape("the Hessian is [\(k), \(k)]: K must be positive") }
         guard settings.dampening.isFinite, settings.dampening >= 0 else {
             throw .invalidSettings("dampening \(settings.dampening) must be a finite non-negative number")
         }
         guard settings.maxRetries >= 0 else { throw .invalidSettings("retries \(settings.maxRetries) must not be negative") }
-        if let i = firstNonFinite(weight, count: n * k) { throw .nonFinite(matrix: "weight", row: i / k, column: i % k) }
         for i in 0..<k {
             if let j = firstNonFinite(hessian + i * k + i, count: k - i) { throw .nonFinite(matrix: "Hessian", row: i, column: i + j) }
             if hessian[i * k + i] < 0 { throw .negativeDiagonal(column: i, value: hessian[i * k + i]) }
@@ -104,15 +114,7 @@ public enum GPTQSolver {
         let lapack: LAPACK
         do { lapack = try LAPACK.load() } catch { throw .unavailable(error.description) }
 
-        // 2. Static parameters from the original weight.
         let start = monotonicSeconds()
-        let groupLength = scheme.granularity.groupLength(k: k)
-        let groupsPerRow = k / groupLength
-        let globalScale = staticParameters(weight, n: n, k: k, scheme: scheme, settings: settings, codes: codes, parameters: parameters)
-        let codec = GroupCodec(scheme: scheme, globalScale: globalScale)
-
-        // 3. The Hessian: symmetric, permuted, dead inputs, then U.
-        let factorizationStart = monotonicSeconds()
         mirrorUpper(hessian, k: k)
         var diagonal = (0..<k).map { hessian[$0 * k + $0] }
         let dead = (0..<k).filter { diagonal[$0] == 0 }
@@ -128,10 +130,68 @@ public enum GPTQSolver {
         meanDiagonal /= Double(k)
         let (dampening, retries) = try factorize(hessian, k: k, diagonal: diagonal, mean: meanDiagonal,
                                                  settings: settings, lapack: lapack)
-        let u = UnsafePointer(hessian)
-        let factorizationEnd = monotonicSeconds()
+        return Factorization(k: k, u: UnsafePointer(hessian), permutation: permutation, deadColumns: dead,
+                             dampening: dampening, retries: retries, seconds: monotonicSeconds() - start)
+    }
 
-        // 4. Row blocks in parallel.
+    /// Quantizes `weight` ([n, k] f32 row-major; replaced by its dequantized values) with the Hessian `hessian`
+    /// ([k, k] f32, symmetric; only its upper triangle i ≤ j is read, so `BLAS.ssyrkTransposed`'s output can be
+    /// passed as it is; overwritten: its upper triangle holds U on return), writing one code byte per element
+    /// into `codes` (n·k, in the original column order, the bytes `GroupCodec.encode` produces) and the group
+    /// parameters into `parameters` (as RTN: for group and channel granularity `n · (k / groupLength)` of them
+    /// row-major, for `.tensor` a single one). `factorize` then `quantize(weight:n:k:factorization:…)`.
+    ///
+    /// - Throws: `GPTQError` for a scheme or setting that cannot be used, a group that does not divide `k`, a NaN
+    ///   or infinity in W or H, a negative diagonal entry of H, a Hessian that stays indefinite after every
+    ///   retry, or a missing OpenBLAS/LAPACK.
+    public static func quantize(weight: UnsafeMutablePointer<Float>, n: Int, k: Int, hessian: UnsafeMutablePointer<Float>,
+                                scheme: QuantScheme, settings: Settings, codes: UnsafeMutablePointer<UInt8>,
+                                parameters: UnsafeMutablePointer<GroupCodec.Parameters>) throws(GPTQError) -> Result {
+        // Everything is checked before anything is touched.
+        try check(weight: weight, n: n, k: k, scheme: scheme, settings: settings)
+        let factorization = try factorize(hessian: hessian, k: k, settings: settings)
+        return solve(weight: weight, n: n, k: k, factorization: factorization, scheme: scheme, settings: settings,
+                     codes: codes, parameters: parameters)
+    }
+
+    /// Quantizes `weight` ([n, k] f32 row-major; replaced by its dequantized values) with a factorization of its
+    /// input's Hessian (`factorize`; its act-order and damping apply, `settings.blockSize` and `settings.hqq`
+    /// are read here). Outputs as `quantize(weight:n:k:hessian:…)`.
+    /// - Throws: `GPTQError` for a scheme or setting that cannot be used, a group that does not divide `k`, a
+    ///   factorization of another width, or a NaN or infinity in W.
+    public static func quantize(weight: UnsafeMutablePointer<Float>, n: Int, k: Int, factorization: Factorization,
+                                scheme: QuantScheme, settings: Settings, codes: UnsafeMutablePointer<UInt8>,
+                                parameters: UnsafeMutablePointer<GroupCodec.Parameters>) throws(GPTQError) -> Result {
+        guard factorization.k == k else { throw .invalidShape("the factorization is for K = \(factorization.k), the weight has K = \(k)") }
+        try check(weight: weight, n: n, k: k, scheme: scheme, settings: settings)
+        return solve(weight: weight, n: n, k: k, factorization: factorization, scheme: scheme, settings: settings,
+                     codes: codes, parameters: parameters)
+    }
+
+    /// The checks of the weight side: shape, scheme, block size, finite weights.
+    static func check(weight: UnsafePointer<Float>, n: Int, k: Int, scheme: QuantScheme, settings: Settings) throws(GPTQError) {
+        guard n > 0, k > 0 else { throw .invalidShape("the weight is [\(n), \(k)]: both dimensions must be positive") }
+        do { try scheme.validate() } catch { throw .invalidScheme(error.message) }
+        if case .group(let g) = scheme.granularity, k % g != 0 {
+            throw .invalidShape("group \(g) does not divide K = \(k)")
+        }
+        guard settings.blockSize > 0 else { throw .invalidSettings("block size \(settings.blockSize) must be positive") }
+        if let i = firstNonFinite(weight, count: n * k) { throw .nonFinite(matrix: "weight", row: i / k, column: i % k) }
+    }
+
+    /// The column loop on checked inputs.
+    static func solve(weight: UnsafeMutablePointer<Float>, n: Int, k: Int, factorization: Factorization, scheme: QuantScheme,
+                      settings: Settings, codes: UnsafeMutablePointer<UInt8>,
+                      parameters: UnsafeMutablePointer<GroupCodec.Parameters>) -> Result {
+        // Static parameters from the original weight.
+        let start = monotonicSeconds()
+        let groupLength = scheme.granularity.groupLength(k: k)
+        let groupsPerRow = k / groupLength
+        let globalScale = staticParameters(weight, n: n, k: k, scheme: scheme, settings: settings, codes: codes, parameters: parameters)
+        let codec = GroupCodec(scheme: scheme, globalScale: globalScale)
+        let u = factorization.u, permutation = factorization.permutation, dead = factorization.deadColumns
+
+        // Row blocks in parallel.
         let blocks = (n + rowBlock - 1) / rowBlock
         let bs = min(settings.blockSize, k)
         let isDead = [Bool](unsafeUninitializedCapacity: k) { b, c in
@@ -192,10 +252,9 @@ public enum GPTQSolver {
                 }
             }
         }
-        let end = monotonicSeconds()
-        return Result(globalScale: globalScale, dampening: dampening, retries: retries, deadColumns: dead,
-                      loss: losses.reduce(0, +), factorizationSeconds: factorizationEnd - factorizationStart,
-                      solveSeconds: (factorizationStart - start) + (end - factorizationEnd))
+        return Result(globalScale: globalScale, dampening: factorization.dampening, retries: factorization.retries,
+                      deadColumns: dead, loss: losses.reduce(0, +), factorizationSeconds: factorization.seconds,
+                      solveSeconds: monotonicSeconds() - start)
     }
 
     // MARK: - Static parameters
