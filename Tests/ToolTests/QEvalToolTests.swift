@@ -18,9 +18,9 @@ private let smolLM2: (f32: String, bf16: String)? = {
     return (dir + "/f32", dir + "/bf16")
 }()
 
-private let tutorial = Tool.assets + "/corpora/pydoc-tutorial.txt"
+let tutorial = Tool.assets + "/corpora/pydoc-tutorial.txt"
 
-private func requireModel() throws -> (f32: String, bf16: String) {
+func requireModel() throws -> (f32: String, bf16: String) {
     guard let m = smolLM2, FileManager.default.fileExists(atPath: tutorial) else {
         Issue.record("missing SmolLM2 GGUF or pydoc-tutorial.txt under \(Tool.assets), or the release build: run scripts/test.sh")
         throw CancellationError()
@@ -28,7 +28,7 @@ private func requireModel() throws -> (f32: String, bf16: String) {
     return m
 }
 
-private func json(_ text: String) throws -> [String: Any] {
+func json(_ text: String) throws -> [String: Any] {
     try #require(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
 }
 

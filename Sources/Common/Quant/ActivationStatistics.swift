@@ -15,9 +15,14 @@ public final class InputStatistics: @unchecked Sendable {
     /// `Σ xᵀx` (`columns × columns`), upper triangle accumulated; `gramMatrix()` gives it whole.
     let gram: FloatBuffer?
 
-    /// Accumulators for `columns` channels, with a Gram matrix when `gram`.
-    public init(columns: Int, gram: Bool) {
+    /// Whether the per-channel statistics are accumulated.
+    public let channels: Bool
+
+    /// Accumulators for `columns` channels, with a Gram matrix when `gram`; `channels: false` skips the
+    /// per-channel statistics (GPTQ needs only the Gram matrix).
+    public init(columns: Int, gram: Bool, channels: Bool = true) {
         self.columns = columns
+        self.channels = channels
         absmax = FloatBuffer(count: columns, zeroed: true)
         absoluteSum = [Double](repeating: 0, count: columns)
         squareSum = [Double](repeating: 0, count: columns)
@@ -33,6 +38,13 @@ public final class InputStatistics: @unchecked Sendable {
     public func add(_ x: UnsafePointer<Float>, count: Int) {
         guard count > 0 else { return }
         rows += count
+        if channels { accumulateChannels(x, count: count) }
+        if let g = gram { Self.accumulateGram(x, rows: count, columns: columns, into: g.pointer) }
+    }
+
+    /// Per-channel maximum, Σ|x| and Σx²: each block of 64 channels walks the rows in order, eight channels per
+    /// SIMD lane group; f32 partial sums over 64 rows are carried into f64.
+    func accumulateChannels(_ x: UnsafePointer<Float>, count: Int) {
         let k = columns
         let blocks = (k + Self.channelBlock - 1) / Self.channelBlock
         nonisolated(unsafe) let (xp, mx) = (x, absmax.pointer)
@@ -41,22 +53,35 @@ public final class InputStatistics: @unchecked Sendable {
             nonisolated(unsafe) let sp = sb.baseAddress!
             parallelFor(blocks) { b in
                 let c0 = b * Self.channelBlock, c1 = min(k, c0 + Self.channelBlock)
-                for c in c0..<c1 {
-                    var m = mx[c], a = 0.0, s = 0.0
+                var c = c0
+                while c + 8 <= c1 {
+                    var m = UnsafeRawPointer(mx + c).loadUnaligned(as: SIMD8<Float>.self)
+                    var a = [Double](repeating: 0, count: 8), s = [Double](repeating: 0, count: 8)
                     var r = 0
                     while r < count {
-                        // Sum 64 rows in f32, then carry into f64: exact enough, and cheap.
-                        var fa: Float = 0, fs: Float = 0
+                        var fa = SIMD8<Float>(), fs = SIMD8<Float>()
                         let r1 = min(count, r + 64)
                         for i in r..<r1 {
-                            let v = xp[i * k + c], av = abs(v)
-                            if av > m { m = av }
+                            let v = UnsafeRawPointer(xp + i * k + c).loadUnaligned(as: SIMD8<Float>.self)
+                            let av = v.replacing(with: -v, where: v .< 0)
+                            m = m.replacing(with: av, where: av .> m)
                             fa += av
-                            fs += v * v
+                            fs.addProduct(v, v)
                         }
-                        a += Double(fa)
-                        s += Double(fs)
+                        for l in 0..<8 { a[l] += Double(fa[l]); s[l] += Double(fs[l]) }
                         r = r1
+                    }
+                    UnsafeMutableRawPointer(mx + c).storeBytes(of: m, as: SIMD8<Float>.self)
+                    for l in 0..<8 { sp[c + l] = a[l]; sp[k + c + l] = s[l] }
+                    c += 8
+                }
+                for c in c..<c1 {
+                    var m = mx[c], a = 0.0, s = 0.0
+                    for i in 0..<count {
+                        let v = xp[i * k + c]
+                        m = max(m, abs(v))
+                        a += Double(abs(v))
+                        s += Double(v * v)
                     }
                     mx[c] = m
                     sp[c] = a
@@ -68,7 +93,6 @@ public final class InputStatistics: @unchecked Sendable {
             absoluteSum[c] += sums[c]
             squareSum[c] += sums[k + c]
         }
-        if let g = gram { Self.accumulateGram(x, rows: count, columns: k, into: g.pointer) }
     }
 
     /// `G += xᵀx` over the upper-triangle tiles of G: one sgemm per tile above the diagonal, one ssyrk (upper

@@ -30,17 +30,28 @@ public struct GPTQ: BlockAlgorithm {
         let x = activations.hidden
         var out: [String: QuantizedWeight] = [:]
         func quantize(_ input: LinearInput, _ stats: InputStatistics) throws {
-            for name in input.consumers {
-                guard let scheme = plan[name], let w = block.linear(name) else { continue }
-                let h = stats.hessian()!
-                out[name] = try Self.solve(w, hessian: h, scheme: scheme, settings: solver, name: BlockWeights.prefix(block.layer) + name)
+            // One factorization of the shared input's Hessian serves every linear reading it.
+            let h = stats.hessian()!
+            let name = BlockWeights.prefix(block.layer) + input.consumers.joined(separator: "/")
+            let factorization: GPTQSolver.Factorization
+            do { factorization = try GPTQSolver.factorize(hessian: h.pointer, k: stats.columns, settings: solver) } catch {
+                throw CalibrationError("\(name): \(error)")
+            }
+            if factorization.retries > 0 {
+                log("\(name): Hessian damped to \(factorization.dampening) after \(factorization.retries) failed factorizations")
+            }
+            for linear in input.consumers {
+                guard let scheme = plan[linear], let w = block.linear(linear) else { continue }
+                out[linear] = try withExtendedLifetime(h) {
+                    try Self.solve(w, factorization: factorization, scheme: scheme, settings: solver, name: BlockWeights.prefix(block.layer) + linear)
+                }
             }
         }
         func needs(_ input: LinearInput) -> Bool { input.consumers.contains { plan[$0] != nil } }
 
         // 1. q/k/v.
         if needs(.attention) {
-            let s = InputStatistics(columns: c.hiddenSize, gram: true)
+            let s = InputStatistics(columns: c.hiddenSize, gram: true, channels: false)
             let t = min(x.rows, 4096)
             let normed = Matrix(rows: t, columns: c.hiddenSize)
             var r = 0
@@ -59,14 +70,14 @@ public struct GPTQ: BlockAlgorithm {
             activations.view(context, b).pointer.update(from: ctx.pointer, count: ctx.rows * ctx.columns)
         }
         if needs(.attentionOutput) {
-            let s = InputStatistics(columns: c.qDim, gram: true)
+            let s = InputStatistics(columns: c.qDim, gram: true, channels: false)
             s.add(context.pointer, count: context.rows)
             try quantize(.attentionOutput, s)
         }
         for b in activations.batches { block.applyOutput(activations.view(context, b), to: activations.view(x, b)) }
         // 3. gate/up.
         if needs(.mlp) {
-            let s = InputStatistics(columns: c.hiddenSize, gram: true)
+            let s = InputStatistics(columns: c.hiddenSize, gram: true, channels: false)
             let t = min(x.rows, 4096)
             let normed = Matrix(rows: t, columns: c.hiddenSize)
             var r = 0
@@ -84,7 +95,7 @@ public struct GPTQ: BlockAlgorithm {
         let chunk = keep ? x.rows : min(x.rows, BlockWeights.mlpChunk)
         let act = Matrix(rows: chunk, columns: i)
         if needs(.mlpHidden) {
-            let s = InputStatistics(columns: i, gram: true)
+            let s = InputStatistics(columns: i, gram: true, channels: false)
             var r = 0
             while r < x.rows {
                 let n = min(BlockWeights.mlpChunk, x.rows - r)
@@ -107,7 +118,8 @@ public struct GPTQ: BlockAlgorithm {
     }
 
     /// GPTQ on one linear: its weight becomes the dequantized result (what the next steps compute with).
-    static func solve(_ w: Matrix, hessian: FloatBuffer, scheme: QuantScheme, settings: GPTQSolver.Settings, name: String) throws -> QuantizedWeight {
+    static func solve(_ w: Matrix, factorization: GPTQSolver.Factorization, scheme: QuantScheme, settings: GPTQSolver.Settings,
+                      name: String) throws -> QuantizedWeight {
         let n = w.rows, k = w.columns
         let gpr = scheme.granularity == .tensor ? 0 : k / scheme.granularity.groupLength(k: k)
         var codes = [UInt8](repeating: 0, count: n * k)
@@ -116,7 +128,7 @@ public struct GPTQ: BlockAlgorithm {
         do {
             result = try codes.withUnsafeMutableBufferPointer { cb in
                 try params.withUnsafeMutableBufferPointer { pb in
-                    try GPTQSolver.quantize(weight: w.pointer, n: n, k: k, hessian: hessian.pointer, scheme: scheme, settings: settings,
+                    try GPTQSolver.quantize(weight: w.pointer, n: n, k: k, factorization: factorization, scheme: scheme, settings: settings,
                                             codes: cb.baseAddress!, parameters: pb.baseAddress!)
                 }
             }
