@@ -223,29 +223,29 @@ struct ChatTemplateTests {
     @Test("Loads tokenizer_config.json templates: a string, named templates, token objects; refuses bad ones")
     func loadConfig() throws {
         let dir = try ChatTemporaryDirectory()
-        func write(_ name: String, _ text: String) throws {
+        func put(_ name: String, _ text: String) throws {
             let fd = open(dir.path + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
             try #require(fd >= 0)
-            _ = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+            _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
             close(fd)
         }
         #expect(throws: ChatTemplateError.noTemplate(path: dir.path)) { try ChatTemplate.load(modelDirectory: dir.path) }
-        try write("tokenizer_config.json", #"{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "pad_token": null, "chat_template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}"#)
+        try put("tokenizer_config.json", #"{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "pad_token": null, "chat_template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}"#)
         let t = try ChatTemplate.load(modelDirectory: dir.path)
         #expect(try t.render(messages: [user("x")], addGenerationPrompt: false) == "<s>x</s>")
-        try write("tokenizer_config.json", #"{"eos_token": "E", "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ eos_token }}"}]}"#)
+        try put("tokenizer_config.json", #"{"eos_token": "E", "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ eos_token }}"}]}"#)
         #expect(try ChatTemplate.load(modelDirectory: dir.path).render(messages: [], addGenerationPrompt: false) == "DE")
-        try write("tokenizer_config.json", #"{"chat_template": [{"name": "tool_use", "template": "T"}]}"#)
+        try put("tokenizer_config.json", #"{"chat_template": [{"name": "tool_use", "template": "T"}]}"#)
         #expect(throws: ChatTemplateError.malformedConfig(path: dir.path + "/tokenizer_config.json", "several chat templates and none named 'default'")) {
             try ChatTemplate.load(modelDirectory: dir.path)
         }
-        try write("tokenizer_config.json", #"{"chat_template": "{{ x "#)
+        try put("tokenizer_config.json", #"{"chat_template": "{{ x "#)
         #expect(throws: ChatTemplateError.self) { try ChatTemplate.load(modelDirectory: dir.path) }
-        try write("tokenizer_config.json", #"{"chat_template": 3}"#)
+        try put("tokenizer_config.json", #"{"chat_template": 3}"#)
         #expect(throws: ChatTemplateError.self) { try ChatTemplate.load(modelDirectory: dir.path) }
-        try write("tokenizer_config.json", #"{"bos_token": 1, "chat_template": "x"}"#)
+        try put("tokenizer_config.json", #"{"bos_token": 1, "chat_template": "x"}"#)
         #expect(throws: ChatTemplateError.self) { try ChatTemplate.load(modelDirectory: dir.path) }
-        try write("tokenizer_config.json", "{not json")
+        try put("tokenizer_config.json", "{not json")
         do {
             _ = try ChatTemplate.load(modelDirectory: dir.path)
             Issue.record("malformed JSON loaded")
@@ -254,8 +254,8 @@ struct ChatTemplateTests {
             #expect(error.exitStatus == .dataError)
         }
         // chat_template.jinja wins over the config's template.
-        try write("tokenizer_config.json", #"{"eos_token": "E", "chat_template": "config"}"#)
-        try write("chat_template.jinja", "file{{ eos_token }}\n")
+        try put("tokenizer_config.json", #"{"eos_token": "E", "chat_template": "config"}"#)
+        try put("chat_template.jinja", "file{{ eos_token }}\n")
         #expect(try ChatTemplate.load(modelDirectory: dir.path).render(messages: [], addGenerationPrompt: false) == "fileE")
     }
 
@@ -281,10 +281,10 @@ struct ChatTemplateTests {
         let c = try ChatTemplate.calibrationConversations(in: text)
         #expect(c.map(\.line) == [1, 4, 5])
         #expect(c.map(\.messages) == [[user("first line")], [user("second {line} with 'quotes'")], [user("\tthird")]])
-        #expect(c.allSatisfy(\.addGenerationPrompt))
+        #expect(c.map(\.addGenerationPrompt) == [true, true, true])
         let t = try ChatTemplate.load(modelDirectory: testAssets() + "/smollm2-135m")
         let docs = try t.renderCalibrationDocuments(text)
-        #expect(docs.count == 3)
+        try #require(docs.count == 3)
         #expect(docs[2].hasSuffix("<|im_start|>user\n\tthird<|im_end|>\n<|im_start|>assistant\n"))
         #expect(try ChatTemplate.calibrationConversations(in: "\n \n").isEmpty)
         // A line that is JSON but not first does not make the file JSONL.
@@ -318,7 +318,7 @@ struct ChatTemplateTests {
         #expect(c[7].messages == [msg("user", "I"), msg("assistant", "O")])
         #expect(c[8].messages == [msg("user", "T")] && c[8].tools == .array([.object(JSONObject([("type", .string("function"))]))]))
         #expect(c.map(\.addGenerationPrompt) == [false, false, true, false, false, true, false, false, true])
-        let t = try ChatTemplate(source: "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}{{ tools|length }}")
+        let t = try ChatTemplate(source: "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}{{ tools|length if tools else 0 }}")
         #expect(try t.renderCalibrationDocuments(lines.joined(separator: "\n")) == [
             "[system:S][user:U][assistant:A]0", "[system:S][user:H][assistant:G]0", "[user:C]>0", "[user:P][assistant:C]0",
             "[user:P][assistant:R]0", "[user:P]>0", "[user:I\n\nIn][assistant:O]0", "[user:I][assistant:O]0", "[user:T]>1",

@@ -109,7 +109,7 @@ JINJA_CASES = [
     ("{{ m.role }}|{{ m['role'] }}|{{ m.missing }}|{{ m['missing'] is defined }}|{{ m.content.content is defined }}|{{ l[0] }}{{ l[-1] }}{{ l[9] }}|{{ l.0 }}", {"m": {"role": "user", "content": "hi"}, "l": [1, 2, 3]}),
     ("{{ l[1:] }}|{{ l[:2] }}|{{ l[::-1] }}|{{ l[-2:] }}|{{ l[::2] }}|{{ l[5:] }}|{{ s[1:3] }}|{{ s[::-1] }}|{{ s[-1] }}|{{ s[:-1] }}|{{ l[3:0:-1] }}", {"l": [1, 2, 3, 4], "s": "héllo"}),
     ("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}|{{ d.keys() | list }}|{{ d.values() | list }}|{{ d.get('a') }}{{ d.get('z') }}{{ d.get('z', 'dflt') }}", {"d": {"a": 1, "b": [2]}}),
-    ("{{ d.items }}|{{ d['items'] is defined }}|{{ l.append is defined }}", {"d": {"a": 1}, "l": [1]}),
+    ("{{ d.items is defined }}|{{ d['items'] is defined }}|{{ d.nokey is defined }}|{{ l.append is defined }}", {"d": {"a": 1}, "l": [1]}),
     # string methods
     ("{{ '  x y  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ '\\n a\\n'.lstrip() }}|{{ 'a\\n\\n'.rstrip('\\n') }}|{{ 'ab'.upper() }}{{ 'AB'.lower() }}|{{ \"they're bill's\".title() }}|{{ 'hELLO'.capitalize() }}", {}),
     ("{{ 'a,b,,c'.split(',') }}|{{ '  a  b \\n c '.split() }}|{{ 'a b c'.split(' ', 1) }}|{{ 'a-b-c'.rsplit('-', 1) }}|{{ 'x</think>y'.split('</think>')[-1] }}|{{ 'a\\nb\\r\\nc'.splitlines() }}", {}),

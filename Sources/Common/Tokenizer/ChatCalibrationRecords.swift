@@ -35,7 +35,8 @@ extension ChatTemplate {
     public static func calibrationConversations(in text: String, path: String? = nil) throws(ChatTemplateError) -> [CalibrationConversation] {
         var lines: [(number: Int, text: Substring)] = []
         var number = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Split on "\n" and "\r\n" (one Character in Swift); a lone trailing "\r" is dropped below.
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             number += 1
             var line = raw
             if line.last == "\r" { line = line.dropLast() }

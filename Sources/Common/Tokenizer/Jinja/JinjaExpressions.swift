@@ -3,7 +3,15 @@
 extension JinjaRenderer {
     func eval(_ e: Expr, _ scope: JinjaScope) throws(JinjaFailure) -> JinjaValue {
         do throws(JinjaFailure) {
-            return try evalKind(e, scope)
+            let v = try evalKind(e, scope)
+            switch v {
+            case .string(let s) where s.utf8.count > Self.maxOutput:
+                throw JinjaFailure.limit("a string grew beyond \(Self.maxOutput) bytes")
+            case .list(let a) where a.count > Self.maxListLength:
+                throw JinjaFailure.limit("a list grew beyond \(Self.maxListLength) elements")
+            default:
+                return v
+            }
         } catch {
             throw error.at(e.line)
         }
@@ -145,7 +153,11 @@ extension JinjaRenderer {
     }
 
     func binary(_ op: BinaryOperator, _ a: JinjaValue, _ b: JinjaValue) throws(JinjaFailure) -> JinjaValue {
-        if op == .concat { return .string(a.pythonString + b.pythonString) }
+        if op == .concat {
+            let x = a.pythonString, y = b.pythonString
+            guard x.utf8.count + y.utf8.count <= Self.maxOutput else { throw .limit("a string grew beyond \(Self.maxOutput) bytes") }
+            return .string(x + y)
+        }
         if case .undefined(let w) = a { throw .render(w) }
         if case .undefined(let w) = b { throw .render(w) }
         func unsupported() -> JinjaFailure {
@@ -157,8 +169,12 @@ extension JinjaRenderer {
             case (.string(let x), .string(let y)):
                 guard x.utf8.count + y.utf8.count <= Self.maxOutput else { throw .limit("a string grew beyond \(Self.maxOutput) bytes") }
                 return .string(x + y)
-            case (.list(let x), .list(let y)): return .list(x + y)
-            case (.tuple(let x), .tuple(let y)): return .tuple(x + y)
+            case (.list(let x), .list(let y)):
+                guard x.count + y.count <= Self.maxListLength else { throw .limit("a list grew beyond \(Self.maxListLength) elements") }
+                return .list(x + y)
+            case (.tuple(let x), .tuple(let y)):
+                guard x.count + y.count <= Self.maxListLength else { throw .limit("a list grew beyond \(Self.maxListLength) elements") }
+                return .tuple(x + y)
             default: break
             }
         case .multiply:
@@ -245,7 +261,7 @@ extension JinjaRenderer {
 
     private func repeatList(_ x: [JinjaValue], _ n: Int) throws(JinjaFailure) -> [JinjaValue] {
         guard n > 0, !x.isEmpty else { return [] }
-        guard x.count <= Self.maxOutput / n else { throw .limit("a list grew beyond \(Self.maxOutput) elements") }
+        guard x.count <= Self.maxListLength / n else { throw .limit("a list grew beyond \(Self.maxListLength) elements") }
         var out: [JinjaValue] = []
         for _ in 0..<n { out.append(contentsOf: x) }
         return out

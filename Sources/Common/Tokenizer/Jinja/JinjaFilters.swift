@@ -158,17 +158,26 @@ extension JinjaRenderer {
             let sep = a[0]?.pythonString ?? ""
             var items = try iterate(v)
             if let attr = a[1] { items = try items.map { x throws(JinjaFailure) in try attributePath(x, attr) } }
+            var total = 0
+            for x in items { total += x.pythonString.utf8.count + sep.utf8.count; if total > Self.maxOutput { throw .limit("a string grew beyond \(Self.maxOutput) bytes") } }
             return .string(items.map(\.pythonString).joined(separator: sep))
         case "replace":
             let a = try params(["old", "new", "count"])
-            return .string(PyString.replace(text(), try a.required(0).pythonString, try a.required(1).pythonString, count: try a.int(2, default: -1)))
+            return .string(try PyString.replace(text(), try a.required(0).pythonString, try a.required(1).pythonString, count: try a.int(2, default: -1)))
         case "indent":
             let a = try params(["width", "first", "blank"])
             let indent: String
-            if case .string(let s)? = a[0] { indent = s } else { indent = String(repeating: " ", count: try a.int(0, default: 4)) }
-            return .string(jinjaIndent(text(), indent, first: a.bool(1, default: false), blank: a.bool(2, default: false)))
+            if case .string(let s)? = a[0] { indent = s } else {
+                let width = try a.int(0, default: 4)
+                guard width <= Self.maxOutput / 4 else { throw .limit("a string grew beyond \(Self.maxOutput) bytes") }
+                indent = String(repeating: " ", count: max(0, width))
+            }
+            let body = text()
+            let lines = body.utf8.reduce(1) { $1 == 10 ? $0 + 1 : $0 }
+            guard body.utf8.count + lines * indent.utf8.count <= Self.maxOutput else { throw .limit("a string grew beyond \(Self.maxOutput) bytes") }
+            return .string(jinjaIndent(body, indent, first: a.bool(1, default: false), blank: a.bool(2, default: false)))
         case "center":
-            return .string(PyString.pad(text(), width: try params(["width"]).int(0, default: 80), fill: " ", mode: "center"))
+            return .string(try PyString.pad(text(), width: try params(["width"]).int(0, default: 80), fill: " ", mode: "center"))
         case "tojson":
             // transformers: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
             let a = try params(["ensure_ascii", "indent", "separators", "sort_keys"])
@@ -426,5 +435,5 @@ extension JinjaRenderer {
 }
 
 private extension String {
-    func replacingOccurrences(_ a: String, _ b: String) -> String { PyString.replace(self, a, b, count: -1) }
+    func replacingOccurrences(_ a: String, _ b: String) -> String { (try? PyString.replace(self, a, b, count: -1)) ?? self }
 }

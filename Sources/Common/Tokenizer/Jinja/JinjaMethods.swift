@@ -90,7 +90,7 @@ extension JinjaRenderer {
         case "replace":
             return bound(name) { args, kwargs throws(JinjaFailure) in
                 let a = try Arguments(args, kwargs, ["old", "new", "count"], function: name)
-                return .string(PyString.replace(s, try a.string(0), try a.string(1), count: try a.int(2, default: -1)))
+                return .string(try PyString.replace(s, try a.string(0), try a.string(1), count: try a.int(2, default: -1)))
             }
         case "find", "rfind", "index", "rindex", "count":
             return bound(name) { args, kwargs throws(JinjaFailure) in
@@ -126,6 +126,8 @@ extension JinjaRenderer {
                     guard case .string(let t) = x else { throw .render("sequence item \(parts.count): expected str instance, \(x.typeName) found") }
                     parts.append(t)
                 }
+                let total = parts.reduce(0) { $0 + $1.utf8.count } + s.utf8.count * max(0, parts.count - 1)
+                guard total <= JinjaRenderer.maxOutput else { throw .limit("a string grew beyond \(JinjaRenderer.maxOutput) bytes") }
                 return .string(parts.joined(separator: s))
             }
         case "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper", "isnumeric", "isdecimal":
@@ -135,7 +137,7 @@ extension JinjaRenderer {
                 let a = try Arguments(args, kwargs, ["width", "fillchar"], function: name)
                 let width = try a.int(0, default: 0)
                 let fill = try a.optionalString(1) ?? (name == "zfill" ? "0" : " ")
-                return .string(PyString.pad(s, width: width, fill: fill, mode: name))
+                return .string(try PyString.pad(s, width: width, fill: fill, mode: name))
             }
         case "format":
             return bound(name) { args, kwargs throws(JinjaFailure) in .string(try PyString.format(s, args, kwargs)) }
@@ -286,7 +288,16 @@ enum PyString {
         return out
     }
 
-    static func replace(_ s: String, _ old: String, _ new: String, count: Int) -> String {
+    /// Python `str.replace`; throws when the result would exceed the output bound.
+    static func replace(_ s: String, _ old: String, _ new: String, count: Int) throws(JinjaFailure) -> String {
+        let n = new.unicodeScalars.count
+        if n > old.unicodeScalars.count {
+            let occurrences = old.isEmpty ? s.unicodeScalars.count + 1 : s.components(old)
+            let extra = (n - old.unicodeScalars.count).multipliedReportingOverflow(by: count < 0 ? occurrences : min(count, occurrences))
+            guard !extra.overflow, s.utf8.count + 4 * extra.partialValue <= JinjaRenderer.maxOutput else {
+                throw .limit("a string grew beyond \(JinjaRenderer.maxOutput) bytes")
+            }
+        }
         let u = Array(s.unicodeScalars), o = Array(old.unicodeScalars)
         var out = String.UnicodeScalarView()
         var done = 0
@@ -343,9 +354,10 @@ enum PyString {
         }
     }
 
-    static func pad(_ s: String, width: Int, fill: String, mode: String) -> String {
+    static func pad(_ s: String, width: Int, fill: String, mode: String) throws(JinjaFailure) -> String {
         let n = s.unicodeScalars.count
-        guard width > n, width <= JinjaRenderer.maxOutput, let f = fill.unicodeScalars.first else { return s }
+        guard width <= JinjaRenderer.maxOutput / 4 else { throw .limit("a string grew beyond \(JinjaRenderer.maxOutput) bytes") }
+        guard width > n, let f = fill.unicodeScalars.first else { return s }
         let total = width - n
         func run(_ k: Int) -> String { String(repeating: String(f), count: k) }
         switch mode {
@@ -396,5 +408,17 @@ enum PyString {
             }
         }
         return out
+    }
+}
+
+extension String {
+    /// Non-overlapping occurrences of a non-empty `needle`, counted on code points.
+    fileprivate func components(_ needle: String) -> Int {
+        let u = Array(unicodeScalars), p = Array(needle.unicodeScalars)
+        var i = 0, n = 0
+        while i + p.count <= u.count {
+            if u[i..<i + p.count].elementsEqual(p) { n += 1; i += p.count } else { i += 1 }
+        }
+        return n
     }
 }

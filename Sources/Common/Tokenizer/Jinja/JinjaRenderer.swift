@@ -2,11 +2,13 @@
 /// template from running forever or exhausting memory.
 final class JinjaRenderer {
     /// Most statements, loop iterations and macro calls one render may execute.
-    static let maxSteps = 5_000_000
+    static let maxSteps = 1_000_000
     /// Deepest macro call nesting (recursive macros).
     static let maxCallDepth = 64
     /// Largest output (and largest string or list built by `*`), in UTF-8 bytes or elements.
     static let maxOutput = 64 << 20
+    /// Longest list a template may build.
+    static let maxListLength = 1 << 20
     /// Deepest nesting of a value stored into a namespace (the one way a template can grow a value
     /// across loop iterations).
     static let maxValueDepth = 64
@@ -107,9 +109,8 @@ final class JinjaRenderer {
             if let otherwise { _ = try render(otherwise, scope, into: &out) }
             return
         }
-        var depth = 1
-        if case .loop(let outer)? = scope.lookup("loop") { depth = outer.depth + 1 }
-        let loop = JinjaLoop(items: items, depth: depth)
+        // `loop.depth` counts recursive-loop levels; qkit has no recursive loops, so it is always 1.
+        let loop = JinjaLoop(items: items, depth: 1)
         for (k, item) in items.enumerated() {
             try step()
             loop.index0 = k
