@@ -9,8 +9,8 @@ enum JinjaGlobals {
     /// The sandbox's `MAX_RANGE`.
     static let maxRange = 100_000
 
-    static func all() -> [String: JinjaValue] {
-        [
+    /// The globals, built once (the functions capture nothing and are never modified).
+    nonisolated(unsafe) static let all: [String: JinjaValue] = [
             "range": .function(JinjaFunction(name: "range", call: range)),
             "dict": .function(JinjaFunction(name: "dict") { args, kwargs throws(JinjaFailure) in
                 var d = JinjaDict()
@@ -37,8 +37,7 @@ enum JinjaGlobals {
                 let fmt = try Arguments(args, kwargs, ["format"], function: "strftime_now").string(0)
                 return .string(strftimeNow(fmt))
             }),
-        ]
-    }
+    ]
 
     private static func range(_ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws(JinjaFailure) -> JinjaValue {
         guard kwargs.isEmpty else { throw .render("range() takes no keyword arguments") }
@@ -84,7 +83,7 @@ struct JinjaTemplate {
 
     /// Renders with `variables` on top of the globals.
     func render(_ variables: [String: JinjaValue]) throws(JinjaFailure) -> String {
-        let globals = JinjaScope(JinjaGlobals.all(), parent: nil)
+        let globals = JinjaScope(JinjaGlobals.all, parent: nil)
         let scope = JinjaScope(variables, parent: globals)
         let renderer = JinjaRenderer()
         var out = ""
