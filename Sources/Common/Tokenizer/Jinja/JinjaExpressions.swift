@@ -306,12 +306,11 @@ extension JinjaRenderer {
         let st = try bound(step) ?? 1
         guard st != 0 else { throw .render("slice step cannot be zero") }
         func indices(_ n: Int) throws(JinjaFailure) -> [Int] {
-            var lo = try bound(start), hi = try bound(stop)
+            let lo = try bound(start), hi = try bound(stop)
             if st > 0 {
                 var a = lo ?? 0, b = hi ?? n
                 if a < 0 { a = max(0, a + n) } else { a = min(a, n) }
                 if b < 0 { b = max(0, b + n) } else { b = min(b, n) }
-                lo = a; hi = b
                 return a < b ? Array(stride(from: a, to: b, by: st)) : []
             } else {
                 var a = lo ?? (n - 1), b = hi ?? -1 - n

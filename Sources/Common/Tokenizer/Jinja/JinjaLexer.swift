@@ -194,7 +194,6 @@ struct JinjaLexer {
         throw .syntax("missing end of raw directive", line: openLine)
     }
 
-    private static let operators3: [String] = []
     private static let operators2: Set<String> = ["**", "//", "==", "!=", ">=", "<="]
     private static let operators1: Set<Unicode.Scalar> = ["+", "-", "/", "*", "%", "~", "[", "]", "(", ")", "{", "}",
                                                           ">", "<", "=", ".", ":", "|", ",", ";"]
