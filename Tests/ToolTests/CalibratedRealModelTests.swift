@@ -1,3 +1,4 @@
+import Common
 import Foundation
 import Testing
 
@@ -31,5 +32,35 @@ struct CalibratedRealModelTests {
         #expect(awq < rtnAsym, "awq \(awq) vs rtn \(rtnAsym)")
         let config = try String(contentsOfFile: dir + "/gptq/config.json", encoding: .utf8)
         #expect(config.contains("\"act_order\": \"static\"") && config.contains("\"samples\": 8"))
+    }
+
+    @Test("--chat: each line and JSONL record is rendered through the model's chat template before tokenizing")
+    func chatCalibration() throws {
+        let m = try requireModel()
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = "{\"prompt\": \"Explain decorators.\", \"completion\": \"A decorator wraps a function.\"}\n{\"title\": 1}\n"
+        try text.write(toFile: dir + "/chat.jsonl", atomically: true, encoding: .utf8)
+        let model = try DecoderModel(path: m.bf16)
+        var request = CalibrationDataRequest(data: dir + "/chat.jsonl")
+        request.chat = true
+        request.samples = 1
+        request.sequenceLength = 8
+        request.sampling = .first
+        // A JSONL record without a usable field is refused, naming its line.
+        #expect { try CalibrationData.load(request, model: model) } throws: { "\($0)".contains("2") }
+        try "How do I sort a list?\nWhat is a generator?\n".write(toFile: dir + "/chat.txt", atomically: true, encoding: .utf8)
+        request.data = dir + "/chat.txt"
+        let data = try CalibrationData.load(request, model: model)
+        let tokenizer = try Tokenizer(directory: m.bf16)
+        let template = try ChatTemplate.load(modelDirectory: m.bf16)
+        let expected = try template.render(messages: [["role": "user", "content": "How do I sort a list?"]], addGenerationPrompt: true)
+        #expect(expected.hasPrefix("<|im_start|>"))
+        #expect(data.sequences[0] == Array(tokenizer.encode(expected, addSpecialTokens: false).prefix(8)))
+        let r = try Tool.run("qcalib", [m.bf16, "--data", dir + "/chat.txt", "--chat", "--samples", "2", "--seqlen", "16", "-o", dir + "/s.safetensors", "-q"],
+                             release: true)
+        #expect(r.status == 0, "\(r.stderr)")
+        let stats = try Checkpoint(path: dir + "/s.safetensors")
+        #expect(stats.safetensorsMetadata[0]!.contains { $0.key == "data" && $0.value == "text, chat template" })
     }
 }

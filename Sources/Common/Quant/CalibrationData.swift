@@ -69,7 +69,15 @@ public struct CalibrationData: Sendable {
             let (text, h) = try EvaluationReport.readText(data)
             let tokenizer = try EvaluationReport.tokenizer(for: model.source)
             if request.chat {
-                throw notAvailableYet("qquant", "--chat needs the chat-template renderer (CHATBLOCK)")
+                // Each line or JSONL record rendered through the model's chat template; the documents are tokenized
+                // one by one (special-token text such as <|im_start|> becomes its added token) and laid end to end.
+                guard let dir = model.source.directory else { throw ModelError.noConfig(model.source.label) }
+                let template = try ChatTemplate.load(modelDirectory: dir)
+                var all: [Int32] = []
+                for document in try template.renderCalibrationDocuments(text, path: data) {
+                    all += tokenizer.encode(document, addSpecialTokens: false)
+                }
+                tokens = all
             } else {
                 tokens = tokenizer.encode(text, addSpecialTokens: false)
             }
