@@ -57,7 +57,7 @@ func runForward(_ args: [String]) throws {
     print("sgemm through the same BLAS path: \(fmt(peak, 1)) GFLOP/s (best of the square and MLP shapes)")
 }
 
-private enum Tool {
+enum Tool {
     /// The package root, from this file's location.
     static let root: String = {
         var url = URL(fileURLWithPath: #filePath)
