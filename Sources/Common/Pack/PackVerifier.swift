@@ -111,14 +111,19 @@ public enum PackVerifier {
         return out
     }
 
-    /// Opens `input` as a pack source: a qkit checkpoint as it is, a float model quantized with RTN
-    /// (`scheme`, else the layout's default) into a scratch directory removed afterwards.
+    /// Opens `input` as a pack source: a qkit checkpoint as it is, a packed checkpoint through its reader, a
+    /// float model quantized with RTN (`scheme`, else the layout's default) into a scratch directory removed
+    /// afterwards.
     static func withSource<T>(_ input: String, layout: any PackLayout, scheme: QuantScheme?, scratchBeside: String? = nil,
                               _ body: (PackSource) throws -> T) throws -> T {
         let ck = try Checkpoint(path: input)
-        let method = ck.config?["quantization_config"]?["quant_method"]?.stringValue
+        let method = FormatDetector.quantizationConfig(ck)?["quant_method"]?.stringValue
         if method == "qkit" { return try body(PackSource(ck)) }
-        if let method { throw PackError.usage("\(input): input quantized as '\(method)' (only qkit checkpoints and float models are sources)") }
+        if ck.kind != .gguf, let reader = try openPackedWeights(ck) {
+            if scheme != nil { throw PackError.usage("\(input): --scheme quantizes a float model; a packed input keeps its codes") }
+            return try body(PackSource(packed: reader, checkpoint: ck))
+        }
+        if let method { throw PackError.usage("\(input): input quantized as '\(method)' (sources: float models, qkit checkpoints and the packed layouts qpack reads)") }
         guard ck.kind != .gguf else { throw PackError.usage("\(input): import a GGUF file first ('qpack \(input) --to safetensors -o DIR')") }
         let target = scratchBeside ?? input
         let dir = Checkpoint.parentDirectory(target.hasSuffix("/") ? String(target.dropLast()) : target)
