@@ -7,17 +7,19 @@ struct Qpack: ParsableCommand {
         commandName: "qpack",
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
-            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
         discussion: """
-            IN is a qkit checkpoint (written by qquant: its codes are re-encoded exactly) or a float model \
-            (quantized first with RTN in the backend's default scheme, or --scheme). vllm-awq: AutoAWQ GEMM \
+            IN is a qkit checkpoint (written by qquant: its codes are re-encoded exactly), a packed checkpoint of \
+            any layout qpack reads (unpacked and repacked without requantizing) or a float model (quantized first \
+            with RTN in the backend's default scheme, or --scheme). vllm-awq: AutoAWQ GEMM \
             (int4, groups, asym or sym; default int4:g128:asym). vllm-gptq: GPTQ v1 (z - 1) or v2 with --gptq-v2 \
             (int2/3/4/8, groups or per channel, act-order; default int4:g128:sym). compressed-tensors: \
             pack-quantized (int4/int8), int-quantized W8A8 (int8 with --w8a8), float-quantized (fp8), \
-            nvfp4-pack-quantized (nvfp4); default int4:g128:sym. A combination the backend cannot express is \
+            nvfp4-pack-quantized (nvfp4); default int4:g128:sym. tinychat: llm-awq's W4A16 v2 layout (int16 \
+            interleaved qweight, scales, scaled_zeros; int4, groups 32, 64 or >= 128; default int4:g128:asym). A combination the backend cannot express is \
             refused with exit status 65 and nothing is written. The output directory appears only when \
             everything succeeded.
 
@@ -28,14 +30,14 @@ struct Qpack: ParsableCommand {
             codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
             source's rounded to the stored dtype. Exit status 65 on any difference.
 
-            lightllm, mlc, tinychat, nunchaku and gguf are not available yet: asking for one exits with status \
+            lightllm, mlc, nunchaku and gguf are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
-    @Argument(help: "Input: a qkit checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
+    @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -69,7 +71,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.lightllm, .mlc, .tinychat, .nunchaku, .gguf].contains(format) {
+        if let format, [.lightllm, .mlc, .nunchaku, .gguf].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {

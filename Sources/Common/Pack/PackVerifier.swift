@@ -21,6 +21,7 @@ public enum PackVerifier {
         "vllm-awq": ["quant_method", "zero_point", "group_size", "bits", "version"],
         "vllm-gptq": ["quant_method", "bits", "group_size", "desc_act", "sym", "checkpoint_format"],
         "compressed-tensors": ["quant_method", "format", "config_groups", "ignore", "quantization_status"],
+        "tinychat": ["quant_method", "w_bit", "q_group_size", "zero_point"],
     ]
 
     /// Verifies `output`; throws `PackError.verifyFailed` with every difference found (up to 20 lines).
@@ -28,7 +29,7 @@ public enum PackVerifier {
         let ck = try Checkpoint(path: output)
         guard let reader = try openPackedWeights(ck) else {
             let m = ck.config?["quantization_config"]?["quant_method"]?.stringValue ?? "none"
-            throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors)")
+            throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors, tinychat, fp8)")
         }
         var report = PackVerifyReport()
         report.layout = reader.layoutName

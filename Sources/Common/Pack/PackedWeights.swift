@@ -75,13 +75,14 @@ extension PackedWeightSource {
     }
 }
 
-/// Opens a packed checkpoint whose `config.json` `quantization_config.quant_method` is `awq`, `gptq` or
-/// `compressed-tensors` as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
+/// Opens a packed checkpoint whose `config.json` `quantization_config.quant_method` is `awq`, `gptq`,
+/// `compressed-tensors`, `tinychat` or `fp8` (LightLLM's block-128 FP8) as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
 public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWeightSource)? {
     switch FormatDetector.quantizationConfig(checkpoint)?["quant_method"]?.stringValue?.lowercased() {
     case "awq": try AWQWeights(checkpoint)
     case "gptq": try GPTQWeights(checkpoint)
     case "compressed-tensors": try CompressedTensorsWeights(checkpoint)
+    case "tinychat": try TinyChatWeights(checkpoint)
     default: nil
     }
 }

@@ -156,6 +156,7 @@ public enum Packer {
         case "vllm-awq": AWQLayout()
         case "vllm-gptq": GPTQLayout(v2: gptqV2)
         case "compressed-tensors": CompressedTensorsLayout(w8a8: w8a8)
+        case "tinychat": TinyChatLayout()
         default: nil
         }
     }
