@@ -7,7 +7,7 @@ struct Qpack: ParsableCommand {
         commandName: "qpack",
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
-            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat|lightllm [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
@@ -19,7 +19,9 @@ struct Qpack: ParsableCommand {
             (int2/3/4/8, groups or per channel, act-order; default int4:g128:sym). compressed-tensors: \
             pack-quantized (int4/int8), int-quantized W8A8 (int8 with --w8a8), float-quantized (fp8), \
             nvfp4-pack-quantized (nvfp4); default int4:g128:sym. tinychat: llm-awq's W4A16 v2 layout (int16 \
-            interleaved qweight, scales, scaled_zeros; int4, groups 32, 64 or >= 128; default int4:g128:asym). A combination the backend cannot express is \
+            interleaved qweight, scales, scaled_zeros; int4, groups 32, 64 or >= 128; default int4:g128:asym). lightllm: \
+            what LightLLM loads pre-quantized: int4 as AutoAWQ GEMM (W4A16, the vllm-awq files), fp8:tensor as \
+            block-128 FP8 (W8A8, quant_method fp8); default int4:g128:asym. A combination the backend cannot express is \
             refused with exit status 65 and nothing is written. The output directory appears only when \
             everything succeeded.
 
@@ -30,14 +32,14 @@ struct Qpack: ParsableCommand {
             codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
             source's rounded to the stored dtype. Exit status 65 on any difference.
 
-            lightllm, mlc, nunchaku and gguf are not available yet: asking for one exits with status \
+            mlc, nunchaku and gguf are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
     @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, lightllm, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -71,7 +73,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.lightllm, .mlc, .nunchaku, .gguf].contains(format) {
+        if let format, [.mlc, .nunchaku, .gguf].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {

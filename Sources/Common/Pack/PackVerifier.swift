@@ -22,6 +22,7 @@ public enum PackVerifier {
         "vllm-gptq": ["quant_method", "bits", "group_size", "desc_act", "sym", "checkpoint_format"],
         "compressed-tensors": ["quant_method", "format", "config_groups", "ignore", "quantization_status"],
         "tinychat": ["quant_method", "w_bit", "q_group_size", "zero_point"],
+        "lightllm": ["quant_method", "weight_block_size"],
     ]
 
     /// Verifies `output`; throws `PackError.verifyFailed` with every difference found (up to 20 lines).

@@ -83,6 +83,7 @@ public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWei
     case "gptq": try GPTQWeights(checkpoint)
     case "compressed-tensors": try CompressedTensorsWeights(checkpoint)
     case "tinychat": try TinyChatWeights(checkpoint)
+    case "fp8": try FP8BlockWeights(checkpoint)
     default: nil
     }
 }

@@ -157,6 +157,7 @@ public enum Packer {
         case "vllm-gptq": GPTQLayout(v2: gptqV2)
         case "compressed-tensors": CompressedTensorsLayout(w8a8: w8a8)
         case "tinychat": TinyChatLayout()
+        case "lightllm": LightLLMLayout()
         default: nil
         }
     }
