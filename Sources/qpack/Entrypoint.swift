@@ -8,6 +8,7 @@ struct Qpack: ParsableCommand {
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
             qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat|lightllm [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN --to gguf [--gguf-type q4_0|q4_1|q8_0|q4_k|q6_k|f16|bf16|f32] -o OUT.gguf
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
@@ -25,6 +26,13 @@ struct Qpack: ParsableCommand {
             refused with exit status 65 and nothing is written. The output directory appears only when \
             everything succeeded.
 
+            --to gguf writes a llama.cpp GGUF v3 file (llama, mistral and qwen2 models with a byte-level BPE \
+            tokenizer.json). A qkit or packed linear in int4:g32:sym, int4:g32:asym or int8:g32:sym keeps its codes as \
+            Q4_0, Q4_1 or Q8_0 (the scale in F16); other weights are quantized with ggml's reference quantizer of \
+            --gguf-type (default: the type the quantized linears map to, Q4_K for a float model); a quantized input \
+            is requantized from its dequantized weights only when --gguf-type asks for it. Norms and biases are F32, \
+            the output matrix Q6_K (Q8_0 when its rows are not whole 256-blocks), as llama-quantize does.
+
             --to safetensors imports a GGUF file (llama and qwen2): every tensor is dequantized (F32, F16, BF16, \
             Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face directory.
 
@@ -32,14 +40,14 @@ struct Qpack: ParsableCommand {
             codes, zero points and act-order indices equal the source's bit for bit and scales equal the \
             source's rounded to the stored dtype. Exit status 65 on any difference.
 
-            mlc, nunchaku and gguf are not available yet: asking for one exits with status \
+            mlc and nunchaku are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
     @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, lightllm, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, lightllm, gguf, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -50,6 +58,9 @@ struct Qpack: ParsableCommand {
 
     @Flag(help: "compressed-tensors: write int8 weights as W8A8 int-quantized (dynamic per-token int8 activations).")
     var w8a8 = false
+
+    @Option(name: .customLong("gguf-type"), help: "--to gguf: q4_0, q4_1, q8_0, q4_k, q6_k, f16, bf16 or f32 (default: from the schemes; q4_k for a float model).")
+    var ggufType: String?
 
     @Flag(help: "Read IN as a packed output and check it (see --source).")
     var verify = false
@@ -73,7 +84,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.mlc, .nunchaku, .gguf].contains(format) {
+        if let format, [.mlc, .nunchaku].contains(format) {
             throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
         }
         try runTool("qpack") {
@@ -103,6 +114,23 @@ struct Qpack: ParsableCommand {
                     throw UsageError("--to safetensors needs a .gguf file as input")
                 }
                 try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard, progress: log)
+                return
+            }
+            guard format == .gguf || ggufType == nil else { throw UsageError("--gguf-type goes with --to gguf") }
+            if format == .gguf {
+                guard parsedScheme == nil else { throw UsageError("--scheme does not apply to --to gguf (use --gguf-type)") }
+                let type = try ggufType.map { t throws(UsageError) -> GGMLType in
+                    guard let g = GGUFExport.types[t.lowercased()] else {
+                        throw UsageError("--gguf-type: '\(t)' is not one of \(GGUFExport.types.keys.sorted().joined(separator: ", "))")
+                    }
+                    return g
+                }
+                let start = monotonicSeconds()
+                let r = try GGUFExport.run(input: input, output: output, type: type, log: log)
+                if !quiet {
+                    logLine("qpack: \(output): gguf \(r.type.name), \(r.tensors) tensors (\(r.kept) linears with their codes kept, \(r.quantized) quantized), " +
+                            "\(r.bytes / 1_000_000) MB in \(fixedDecimals(monotonicSeconds() - start, 2)) s")
+                }
                 return
             }
             guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }
