@@ -98,7 +98,8 @@ struct Qpack: ParsableCommand {
                 let r = try PackVerifier.verify(output: input, source: source, scheme: parsedScheme)
                 if !quiet {
                     print("\(input): ok: \(r.layout), \(r.packedLinears) packed linears, \(r.otherTensors) other tensors" +
-                          (r.comparedWithSource ? "; codes, zero points and scales equal to \(source!)" : ""))
+                          (!r.comparedWithSource ? "" : r.layout == "gguf" ? "; every tensor's bytes equal the export of \(source!)"
+                            : "; codes, zero points and scales equal to \(source!)"))
                 }
                 return
             }

@@ -312,3 +312,64 @@ extension GGUFExport {
         }
     }
 }
+
+extension GGUFExport {
+    /// `qpack --verify OUT.gguf [--source IN]`: the file reads as a llama.cpp model (the keys llama.cpp needs,
+    /// every tensor mapped to a Hugging Face name with the shape the metadata implies and dequantized, the
+    /// vocabulary convertible); with a source, every tensor's bytes equal what the export of the source in the
+    /// file's types gives (kept codes and F16 scales bit for bit, reference quantization byte for byte).
+    public static func verify(output: String, source: String?) throws -> PackVerifyReport {
+        let ck = try Checkpoint(path: output)
+        guard let g = ck.gguf else { throw PackError.verifyFailed(path: output, what: "not a GGUF file") }
+        let reader = try GGUFWeights(g)
+        var issues: [String] = []
+        let arch = g["general.architecture"]?.stringValue ?? ""
+        for key in ["general.architecture", "\(arch).block_count", "\(arch).context_length", "\(arch).embedding_length",
+                    "\(arch).feed_forward_length", "\(arch).attention.head_count", "\(arch).attention.layer_norm_rms_epsilon",
+                    "tokenizer.ggml.model", "tokenizer.ggml.tokens"] where g[key] == nil {
+            issues.append("metadata has no '\(key)'")
+        }
+        if g.version != 3 { issues.append("GGUF version \(g.version), not 3") }
+        if g.alignment != 32 { issues.append("alignment \(g.alignment), not 32") }
+        do {
+            _ = try GGUFTokenizer.tokenizerJSON(try GGUFTokenizer.Vocabulary(g))
+        } catch {
+            issues.append("vocabulary: \(error)")
+        }
+        var report = PackVerifyReport()
+        report.layout = "gguf"
+        for (hf, t) in reader.tensors.sorted(by: { naturalLess($0.key, $1.key) }) {
+            if t.info.type.isQuantized { report.packedLinears += 1 } else { report.otherTensors += 1 }
+            _ = try reader.float32(hf)
+        }
+        if let source {
+            report.comparedWithSource = true
+            let sck = try Checkpoint(path: source)
+            let weights = try openWeights(path: source)
+            let method = FormatDetector.quantizationConfig(sck)?["quant_method"]?.stringValue
+            let src: PackSource? = if method == "qkit" { try PackSource(sck) } else if let p = weights as? any PackedWeightSource {
+                try PackSource(packed: p, checkpoint: sck)
+            } else { nil }
+            let plans = Dictionary(uniqueKeysWithValues: (src?.linears ?? []).map { ($0.prefix + ".weight", $0) })
+            for (hf, t) in reader.tensors.sorted(by: { naturalLess($0.key, $1.key) }) {
+                guard weights.contains(hf) || plans[hf] != nil else { issues.append("\(t.info.name): \(hf) is not in the source"); continue }
+                var item = Item(hf: hf, spec: GGUFTensorSpec(name: t.info.name, dimensions: t.info.dimensions, type: t.info.type),
+                                headRows: t.headRows, plan: nil)
+                if let p = plans[hf], exactType(p.scheme) == t.info.type, !p.hasGroupIndex { item.plan = p }
+                var expected: [UInt8] = []
+                try write(item, weights: weights, source: src) { expected += Array($0) }
+                if !expected.elementsEqual(g.data(t.info)) {
+                    issues.append("\(t.info.name) (\(t.info.type.name)) differs from the export of \(hf)" + (item.plan != nil ? " (kept codes)" : ""))
+                }
+            }
+            let sourceNames = sck.tensors.map(\.name).filter { !(src?.consumed.contains($0) ?? false) } + plans.keys
+            for name in sourceNames.sorted(by: naturalLess) where !reader.contains(name) {
+                if let gguf = GGUFModelConfig.ggufName(ofHF: name) { issues.append("\(name) (\(gguf)) is missing") }
+            }
+        }
+        if !issues.isEmpty {
+            throw PackError.verifyFailed(path: output, what: issues.prefix(20).joined(separator: "; ") + (issues.count > 20 ? "; … \(issues.count - 20) more" : ""))
+        }
+        return report
+    }
+}

@@ -28,6 +28,7 @@ public enum PackVerifier {
     /// Verifies `output`; throws `PackError.verifyFailed` with every difference found (up to 20 lines).
     public static func verify(output: String, source: String?, scheme: QuantScheme? = nil) throws -> PackVerifyReport {
         let ck = try Checkpoint(path: output)
+        if ck.kind == .gguf { return try GGUFExport.verify(output: output, source: source) }
         guard let reader = try openPackedWeights(ck) else {
             let m = ck.config?["quantization_config"]?["quant_method"]?.stringValue ?? "none"
             throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors, tinychat, fp8)")
