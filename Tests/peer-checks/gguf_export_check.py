@@ -26,8 +26,9 @@ imported = load_file(a.imported + "/model.safetensors")
 source, cfg = {}, {}
 if a.source:
     import glob
+    from safetensors.torch import load_file as load_torch  # numpy has no bfloat16
     for f in sorted(glob.glob(a.source + "/*.safetensors")):
-        source.update(load_file(f))
+        source.update({k: (v.float() if v.is_floating_point() else v).numpy() for k, v in load_torch(f).items()})
     cfg = json.load(open(a.source + "/config.json"))
 
 def hf_name(n):
