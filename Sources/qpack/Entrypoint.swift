@@ -7,19 +7,24 @@ struct Qpack: ParsableCommand {
         commandName: "qpack",
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
-            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
+            qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat|lightllm [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
             qpack IN --to mlc [--quantization q4f16_1|q4f32_1|q3f16_1] [--conv-template NAME] [--ndarray-cache] -o OUT
             qpack IN --to nunchaku -o OUT
+            qpack IN --to gguf [--gguf-type q4_0|q4_1|q8_0|q4_k|q6_k|f16|bf16|f32] -o OUT.gguf
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
             qpack --verify OUT [--source IN]
             """,
         discussion: """
-            IN is a qkit checkpoint (written by qquant: its codes are re-encoded exactly) or a float model \
-            (quantized first with RTN in the backend's default scheme, or --scheme). vllm-awq: AutoAWQ GEMM \
+            IN is a qkit checkpoint (written by qquant: its codes are re-encoded exactly), a packed checkpoint of \
+            any layout qpack reads (unpacked and repacked without requantizing) or a float model (quantized first \
+            with RTN in the backend's default scheme, or --scheme). vllm-awq: AutoAWQ GEMM \
             (int4, groups, asym or sym; default int4:g128:asym). vllm-gptq: GPTQ v1 (z - 1) or v2 with --gptq-v2 \
             (int2/3/4/8, groups or per channel, act-order; default int4:g128:sym). compressed-tensors: \
             pack-quantized (int4/int8), int-quantized W8A8 (int8 with --w8a8), float-quantized (fp8), \
-            nvfp4-pack-quantized (nvfp4); default int4:g128:sym. A combination the backend cannot express is \
+            nvfp4-pack-quantized (nvfp4); default int4:g128:sym. tinychat: llm-awq's W4A16 v2 layout (int16 \
+            interleaved qweight, scales, scaled_zeros; int4, groups 32, 64 or >= 128; default int4:g128:asym). lightllm: \
+            what LightLLM loads pre-quantized: int4 as AutoAWQ GEMM (W4A16, the vllm-awq files), fp8:tensor as \
+            block-128 FP8 (W8A8, quant_method fp8); default int4:g128:asym. A combination the backend cannot express is \
             refused with exit status 65 and nothing is written. The output directory appears only when \
             everything succeeded.
 
@@ -28,6 +33,13 @@ struct Qpack: ParsableCommand {
             (--quantization, default q4f16_1). A float model is quantized with MLC's own rounding; a qkit checkpoint's \
             int4:g32 (int3:g40) codes are kept when they fit MLC's fixed zero point; the embedding and lm_head are \
             quantized as MLC does.
+
+            --to gguf writes a llama.cpp GGUF v3 file (llama, mistral and qwen2 models with a byte-level BPE \
+            tokenizer.json). A qkit or packed linear in int4:g32:sym, int4:g32:asym or int8:g32:sym keeps its codes as \
+            Q4_0, Q4_1 or Q8_0 (the scale in F16); other weights are quantized with ggml's reference quantizer of \
+            --gguf-type (default: the type the quantized linears map to, Q4_K for a float model); a quantized input \
+            is requantized from its dequantized weights only when --gguf-type asks for it. Norms and biases are F32, \
+            the output matrix Q6_K (Q8_0 when its rows are not whole 256-blocks), as llama-quantize does.
 
             --to safetensors imports a GGUF file (llama and qwen2): every tensor is dequantized (F32, F16, BF16, \
             Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) and written as a Hugging Face directory.
@@ -40,14 +52,13 @@ struct Qpack: ParsableCommand {
             padded to 128) from a qkit checkpoint whose linears are int4:g64:sym or nvfp4 with P.smooth, P.lora_down \
             and P.lora_up; anything else is refused.
 
-            lightllm, tinychat and gguf are not available yet: asking for one exits with status \
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
 
-    @Argument(help: "Input: a qkit checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
+    @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
     var input: String
 
-    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, mlc, nunchaku, safetensors.")
+    @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, lightllm, mlc, nunchaku, gguf, safetensors.")
     var format: PackFormat?
 
     @Option(help: "RTN scheme for a float input (e.g. int4:g32:asym; default: the backend's).")
@@ -67,6 +78,9 @@ struct Qpack: ParsableCommand {
 
     @Flag(name: .customLong("ndarray-cache"), help: "mlc: also write ndarray-cache.json (runtimes from before TVM's NDArray → Tensor rename).")
     var ndarrayCache = false
+
+    @Option(name: .customLong("gguf-type"), help: "--to gguf: q4_0, q4_1, q8_0, q4_k, q6_k, f16, bf16 or f32 (default: from the schemes; q4_k for a float model).")
+    var ggufType: String?
 
     @Flag(help: "Read IN as a packed output and check it (see --source).")
     var verify = false
@@ -90,9 +104,6 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        if let format, [.lightllm, .tinychat, .gguf].contains(format) {
-            throw notAvailableYet("qpack", "--to \(format.rawValue) is not implemented yet")
-        }
         try runTool("qpack") {
             let log: ((String) -> Void)? = verbose && !quiet ? { logLine("qpack: " + $0) } : nil
             let parsedScheme = try scheme.map { s throws -> QuantScheme in
@@ -104,7 +115,8 @@ struct Qpack: ParsableCommand {
                 let r = try PackVerifier.verify(output: input, source: source, scheme: parsedScheme)
                 if !quiet {
                     print("\(input): ok: \(r.layout), \(r.packedLinears) packed linears, \(r.otherTensors) other tensors" +
-                          (r.comparedWithSource ? "; codes, zero points and scales equal to \(source!)" : ""))
+                          (!r.comparedWithSource ? "" : r.layout == "gguf" ? "; every tensor's bytes equal the export of \(source!)"
+                            : "; codes, zero points and scales equal to \(source!)"))
                 }
                 return
             }
@@ -154,6 +166,23 @@ struct Qpack: ParsableCommand {
                 if !quiet {
                     logLine("qpack: \(output): mlc \(o.preset), \(r.packed) linears packed, \(r.copied) tensors copied, " +
                             "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with mlc's rounding)" : ""))
+                }
+                return
+            }
+            guard format == .gguf || ggufType == nil else { throw UsageError("--gguf-type goes with --to gguf") }
+            if format == .gguf {
+                guard parsedScheme == nil else { throw UsageError("--scheme does not apply to --to gguf (use --gguf-type)") }
+                let type = try ggufType.map { t throws(UsageError) -> GGMLType in
+                    guard let g = GGUFExport.types[t.lowercased()] else {
+                        throw UsageError("--gguf-type: '\(t)' is not one of \(GGUFExport.types.keys.sorted().joined(separator: ", "))")
+                    }
+                    return g
+                }
+                let start = monotonicSeconds()
+                let r = try GGUFExport.run(input: input, output: output, type: type, log: log)
+                if !quiet {
+                    logLine("qpack: \(output): gguf \(r.type.name), \(r.tensors) tensors (\(r.kept) linears with their codes kept, \(r.quantized) quantized), " +
+                            "\(r.bytes / 1_000_000) MB in \(fixedDecimals(monotonicSeconds() - start, 2)) s")
                 }
                 return
             }

@@ -154,7 +154,7 @@ private func le16(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
         #expect(throws: GGMLQuantsError.wrongByteCount(type: .q4_0, expected: 18, actual: 17)) {
             try dequantized(.q4_0, [UInt8](repeating: 0, count: 17), count: 32)
         }
-        #expect(throws: GGMLQuantsError.unsupportedType(.q4_K)) { try quantized(.q4_K, [Float](repeating: 0, count: 256)) }
+        #expect(throws: GGMLQuantsError.unsupportedType(.q2_K)) { try quantized(.q2_K, [Float](repeating: 0, count: 256)) }
     }
 
     @Test func roundTripQ4_1IsClose() throws {

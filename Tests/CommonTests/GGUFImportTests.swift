@@ -6,7 +6,7 @@ import Glibc
 @testable import Common
 
 /// A tiny synthetic model in Hugging Face terms, and the GGUF llama.cpp would make of it.
-private struct TinyModel {
+struct TinyModel {
     let arch: String
     let hidden = 64, heads = 4, kvHeads = 2, ffn = 96, layers = 2
     var headDim: Int { hidden / heads }

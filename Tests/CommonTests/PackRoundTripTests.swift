@@ -1,7 +1,7 @@
 import Testing
 @testable import Common
 
-private func quantize(_ model: String, _ scheme: String, to out: String, skip: [String] = []) throws {
+func quantize(_ model: String, _ scheme: String, to out: String, skip: [String] = []) throws {
     let r = try QuantRecipe(defaultScheme: try #require(try QuantScheme.parse(scheme)), skipPatterns: skip)
     _ = try QKitQuantizer.run(model: model, output: out, options: QuantizeOptions(recipe: r))
 }

@@ -2,11 +2,11 @@ import Testing
 @testable import Common
 
 /// Hex digits of a string as values (one code per character).
-private func hexDigits(_ s: String) -> [UInt8] { s.map { UInt8($0.hexDigitValue!) } }
+func hexDigits(_ s: String) -> [UInt8] { s.map { UInt8($0.hexDigitValue!) } }
 private func words(_ s: String) -> [UInt32] { s.split(separator: " ").map { UInt32($0, radix: 16)! } }
 
 /// Collects what a layout emits for one linear, tensor by tensor.
-private func emitted(_ layout: any PackLayout, _ q: QuantizedLinear) throws -> [[UInt8]] {
+func emitted(_ layout: any PackLayout, _ q: QuantizedLinear) throws -> [[UInt8]] {
     var bytes: [UInt8] = []
     try layout.pack(q) { bytes += Array($0) }
     let plan = LinearPlan(prefix: q.prefix, scheme: q.scheme, n: q.n, k: q.k, groups: q.groups, scaleRows: q.scaleRows,
@@ -33,7 +33,7 @@ private func asWords(_ b: [UInt8]) -> [UInt32] {
 }
 
 /// A canonical INT linear from codes `[n][k]` and zeros `[n][g]`, scale 1.
-private func linear(bits: Int, symmetric: Bool = false, n: Int, k: Int, g: Int, code: (Int, Int) -> UInt8, zero: (Int, Int) -> UInt8) -> QuantizedLinear {
+func canonicalLinear(bits: Int, symmetric: Bool = false, n: Int, k: Int, g: Int, code: (Int, Int) -> UInt8, zero: (Int, Int) -> UInt8) -> QuantizedLinear {
     let groups = k / g
     var codes = [UInt8](repeating: 0, count: n * k)
     var zeros = [UInt8](repeating: 0, count: n * groups)
@@ -47,7 +47,7 @@ private func linear(bits: Int, symmetric: Bool = false, n: Int, k: Int, g: Int, 
 struct PackVectorTests {
     @Test("AWQ: 0..7 along N → 0x75316420, zeros 8 → 0x88888888 (§1a)")
     func awqSimple() throws {
-        let q = linear(bits: 4, n: 8, k: 1, g: 1, code: { r, _ in UInt8(r) }, zero: { _, _ in 8 })
+        let q = canonicalLinear(bits: 4, n: 8, k: 1, g: 1, code: { r, _ in UInt8(r) }, zero: { _, _ in 8 })
         let t = try emitted(AWQLayout(), q)
         #expect(asWords(t[0]) == [0x7531_6420])
         #expect(asWords(t[1]) == [0x8888_8888])
@@ -64,7 +64,7 @@ struct PackVectorTests {
                             + "02777866 CBBC9FB7 C617DD6A 7578E237 68A83843 FAE7C2BA 98A36A6A 6751DF75 F9693703 BF903319 82FDA056 2FA59C74 "
                             + "DE3E85F7 3055E233 CB5C1C6B 9195A09B C6CA3077 0C94E2B0 6A4C5E5F 9D6E05CC")
         let qzeros = words("FE0B59FD C7AA4CE0 9CFA0273 5A5089B8 210131E5 E1BA984D E00CC716 C00F4B52")
-        let q = linear(bits: 4, n: 32, k: 8, g: 4, code: { n, k in codeRows[k][n] }, zero: { n, g in zeroRows[g][n] })
+        let q = canonicalLinear(bits: 4, n: 32, k: 8, g: 4, code: { n, k in codeRows[k][n] }, zero: { n, g in zeroRows[g][n] })
         let t = try emitted(AWQLayout(), q)
         #expect(asWords(t[0]) == qweight)
         #expect(asWords(t[1]) == qzeros)
@@ -72,7 +72,7 @@ struct PackVectorTests {
 
     @Test("GPTQ: codes 0..7 along K → 0x76543210; symmetric 4-bit qzeros v1 0x77777777, v2 0x88888888 (§1b)")
     func gptqSimple() throws {
-        let q = linear(bits: 4, symmetric: true, n: 8, k: 8, g: 8, code: { _, k in UInt8(k) }, zero: { _, _ in 8 })
+        let q = canonicalLinear(bits: 4, symmetric: true, n: 8, k: 8, g: 8, code: { _, k in UInt8(k) }, zero: { _, _ in 8 })
         let v1 = try emitted(GPTQLayout(), q), v2 = try emitted(GPTQLayout(v2: true), q)
         #expect(asWords(v1[0]) == [UInt32](repeating: 0x7654_3210, count: 8))
         #expect(asWords(v1[1]) == [0x7777_7777] && asWords(v2[1]) == [0x8888_8888])
@@ -84,7 +84,7 @@ struct PackVectorTests {
                      "70FD5E0D141C22C4A8C0BA604B151887", "D0091F7C87B4A00C4CCB30827213D241", "2F2734E16CB791B0CCC0B5B8488EC349",
                      "A2C547F9A190DEC7C4DA8CA84ECE1405", "67CF0781C53AFCB69C137DF4FEF9DD08"].map(hexDigits)
         let zeros = ["E1", "8A", "4C", "82", "9B", "B3", "BD", "4E"].map(hexDigits)
-        let q = linear(bits: 4, n: 8, k: 32, g: 16, code: { n, k in codes[n][k] }, zero: { n, g in zeros[n][g] })
+        let q = canonicalLinear(bits: 4, n: 8, k: 32, g: 16, code: { n, k in codes[n][k] }, zero: { n, g in zeros[n][g] })
         let v2 = try emitted(GPTQLayout(v2: true), q), v1 = try emitted(GPTQLayout(), q)
         let expected = words("5088398A 1E85A31C 885F4290 D0E5DF07 C7F1900D 1E4372F2 9F745C2A 1870FC76 "
                              + "5A99BA3D B87EB8AD 5111ED57 4C22C141 C00A4B78 0B197BC6 7CED091A 6BCFA35C "
@@ -104,7 +104,7 @@ struct PackVectorTests {
                                 [22, 45, 36, 168, 90, 52, 9, 147, 232, 69, 182, 140, 26, 163, 152, 180],
                                 [226, 43, 119, 151, 178, 18, 64, 199, 218, 181, 160, 78, 122, 211, 26, 3]]
         let zeros: [UInt8] = [156, 23, 63, 105]
-        let q = linear(bits: 8, n: 4, k: 16, g: 16, code: { n, k in codes[n][k] }, zero: { n, _ in zeros[n] })
+        let q = canonicalLinear(bits: 8, n: 4, k: 16, g: 16, code: { n, k in codes[n][k] }, zero: { n, _ in zeros[n] })
         let v2 = try emitted(GPTQLayout(v2: true), q), v1 = try emitted(GPTQLayout(), q)
         // qweight [4, 4]: row r, column n; the vector lists rows r0..r3 across n.
         #expect(asWords(v2[0]) == words("C7AD5EB8 39A7F6CB A8242D16 97772BE2 A295E261 6CE7F5B1 9309345A C74012B2 "
@@ -116,7 +116,7 @@ struct PackVectorTests {
     func gptq3bit() throws {
         let column1: [UInt8] = [2, 5, 5, 5, 1, 7, 1, 6, 3, 5, 0, 1, 7, 7, 0, 3, 7, 5, 1, 3, 2, 6, 5, 6, 4, 3, 6, 1, 7, 5, 3, 6]
         let z: [UInt8] = [6, 6, 5, 3, 7, 3, 5, 6, 1, 7, 2, 1, 5, 1, 5, 1, 1, 1, 7, 3, 5, 6, 3, 1, 7, 5, 7, 2, 3, 3, 3, 7]
-        let q = linear(bits: 3, n: 32, k: 32, g: 32, code: { n, k in n == 0 ? UInt8(k % 8) : (n == 1 ? column1[k] : 0) }, zero: { n, _ in z[n] })
+        let q = canonicalLinear(bits: 3, n: 32, k: 32, g: 32, code: { n, k in n == 0 ? UInt8(k % 8) : (n == 1 ? column1[k] : 0) }, zero: { n, _ in z[n] })
         let v2 = try emitted(GPTQLayout(v2: true), q), v1 = try emitted(GPTQLayout(), q)
         let qw = asWords(v2[0])  // [3, 32]
         #expect([qw[0], qw[32], qw[64]] == [0x88FA_C688, 0xC688_FAC6, 0xFAC6_88FA])
@@ -156,7 +156,7 @@ struct PackVectorTests {
                           [-3, -7, 1, -5, -4, 0, -7, 3, 4, 2, -4, -8, 5, -5, 1, -6], [7, -8, -4, 1, 7, -6, -1, -1, 2, 1, 0, -2, 1, -5, -1, 6],
                           [-1, 5, -4, 3, -3, 1, -5, -2, 0, -8, -6, 2, -1, 7, 7, -1], [1, -1, -5, 4, 2, 6, 6, -8, 0, -1, -1, -7, -7, 5, -5, -8]]
         let zp: [[Int]] = [[0, 5], [5, -2], [-4, -3], [-2, -6], [4, 3], [-3, 3], [-1, 5], [0, 3]]
-        let lin = linear(bits: 4, n: 8, k: 16, g: 8, code: { n, k in UInt8(q[n][k] + 8) }, zero: { n, g in UInt8(zp[n][g] + 8) })
+        let lin = canonicalLinear(bits: 4, n: 8, k: 16, g: 8, code: { n, k in UInt8(q[n][k] + 8) }, zero: { n, g in UInt8(zp[n][g] + 8) })
         var layout = CompressedTensorsLayout()
         layout.scaleDType = .bf16
         let t = try emitted(layout, lin)

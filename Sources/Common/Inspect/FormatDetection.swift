@@ -4,6 +4,7 @@ public enum WeightScheme: String, Sendable, CaseIterable {
     case qkit = "qkit"
     case awqGEMM = "awq-gemm"
     case awqGEMV = "awq-gemv"
+    case tinychat = "tinychat"
     case gptq = "gptq"
     case packQuantized = "compressed-tensors/pack-quantized"
     case intQuantized = "compressed-tensors/int-quantized"
@@ -41,7 +42,7 @@ public enum FormatDetector {
         "weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "smooth",
         "lora_down", "lora_up", "g_idx", "input_scale", "qweight", "qzeros", "scales", "weight_packed",
         "weight_shape", "weight_scale_inv", "weight_g_idx", "input_global_scale", "k_scale", "v_scale", "q_weight", "q_scale", "wscales",
-        "wtscale", "smooth_orig",
+        "wtscale", "smooth_orig", "scaled_zeros",
     ]
 
     /// Groups the checkpoint's tensors into weights.
@@ -116,6 +117,11 @@ public enum FormatDetector {
             let nvfp4 = ws.encoding == .dtype(.f8E4M3)
             return group(.nunchaku, ["qweight", "wscales", "wtscale", "smooth", "smooth_orig", "lora_down", "lora_up"],
                          params: qw.shape[0] * qw.shape[1] * 2, bits: 4, groupSize: nvfp4 ? 16 : 64)
+        }
+        if let qw = d["qweight"], d["scaled_zeros"] != nil, case .dtype(.i16) = qw.encoding, qw.shape.count == 2 {
+            // TinyChat v2: qweight I16 [N/4, K], scales and scaled_zeros [Gp, N].
+            return group(.tinychat, ["qweight", "scales", "scaled_zeros"], params: qw.shape[0] * 4 * qw.shape[1], bits: 4,
+                         groupSize: qc?["q_group_size"]?.intValue)
         }
         if let qw = d["qweight"], let sc = d["scales"], qw.shape.count == 2, sc.shape.count == 2 {
             let method = qc?["quant_method"]?.stringValue?.lowercased()
@@ -242,7 +248,7 @@ public enum FormatDetector {
             settings.append(("act-order", actOrder! ? "yes" : "no"))
             if let sym = qc?["sym"]?.boolValue { settings.append(("symmetric", sym ? "yes" : "no")) }
         }
-        if schemes.contains(.awqGEMM) || schemes.contains(.awqGEMV), let zp = qc?["zero_point"]?.boolValue {
+        if schemes.contains(.awqGEMM) || schemes.contains(.awqGEMV) || schemes.contains(.tinychat), let zp = qc?["zero_point"]?.boolValue {
             settings.append(("zero point", zp ? "yes" : "no"))
         }
         if let m = qc?["quant_method"]?.stringValue { settings.insert(("quant_method", m), at: 0) }

@@ -78,6 +78,14 @@ public struct CompressedTensorsLayout: PackLayout {
         return l
     }
 
+    /// A packed source's scales keep their float type (F16 AWQ/GPTQ scales are not rounded to BF16).
+    public func keepingScales(_ dtype: DType) -> any PackLayout {
+        guard dtype == .f32 || dtype == .f16 || dtype == .bf16 else { return self }
+        var l = self
+        l.scaleDType = dtype
+        return l
+    }
+
     public func outputs(_ plan: LinearPlan) -> [TensorSpec] {
         let p = plan.prefix, (n, k) = (plan.n, plan.k)
         switch (try? format(of: plan.scheme).get()) ?? "" {

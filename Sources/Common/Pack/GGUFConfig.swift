@@ -133,35 +133,54 @@ struct GGUFModelConfig {
         return .object(o)
     }
 
+    /// llama.cpp's names of the per-block tensors (`blk.N.<gguf>.weight|bias`) and the Hugging Face modules
+    /// they hold (`model.layers.N.<hf>.weight|bias`), shared by the importer and the exporter.
+    static let blockTensors: [(gguf: String, hf: String)] = [
+        ("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"),
+        ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj"),
+        ("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm"),
+    ]
+    /// The tensors outside the blocks.
+    static let globalTensors: [(gguf: String, hf: String)] = [
+        ("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight"),
+    ]
+
+    /// llama.cpp's name of a Hugging Face tensor, or `nil` when llama.cpp has none.
+    static func ggufName(ofHF name: String) -> String? {
+        if let g = globalTensors.first(where: { $0.hf == name }) { return g.gguf }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]), String(layer) == parts[2],
+            let kind = parts.last, kind == "weight" || kind == "bias"
+        else { return nil }
+        let module = parts[3..<(parts.count - 1)].joined(separator: ".")
+        guard let b = blockTensors.first(where: { $0.hf == module }) else { return nil }
+        return "blk.\(layer).\(b.gguf).\(kind)"
+    }
+
     /// How a GGUF tensor maps to Hugging Face: its name, and the head count whose row permutation
     /// (llama.cpp's convert_hf_to_gguf `permute`) must be undone, if any. `nil` = not carried over.
     func hfTensor(_ name: String) throws(GGUFImportError) -> (name: String, permuteHeads: Int?)? {
         switch name {
-        case "token_embd.weight": return ("model.embed_tokens.weight", nil)
-        case "output_norm.weight": return ("model.norm.weight", nil)
-        case "output.weight": return ("lm_head.weight", nil)
         case "rope_freqs.weight": return nil  // derived from the rope parameters; transformers recomputes it
         default: break
         }
+        if let g = Self.globalTensors.first(where: { $0.gguf == name }) { return (g.hf, nil) }
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0, layer < layers,
             String(layer) == parts[1], parts[3] == "weight" || parts[3] == "bias"
         else { throw .unknownTensor(name) }
         let kind = parts[3]
         let prefix = "model.layers.\(layer)."
-        let permute = family == .llama
-        switch (parts[2], kind) {
-        case ("attn_q", _): return (prefix + "self_attn.q_proj.\(kind)", permute ? heads : nil)
-        case ("attn_k", _): return (prefix + "self_attn.k_proj.\(kind)", permute ? kvHeads : nil)
-        case ("attn_v", _): return (prefix + "self_attn.v_proj.\(kind)", nil)
-        case ("attn_output", _): return (prefix + "self_attn.o_proj.\(kind)", nil)
-        case ("ffn_gate", _): return (prefix + "mlp.gate_proj.\(kind)", nil)
-        case ("ffn_up", _): return (prefix + "mlp.up_proj.\(kind)", nil)
-        case ("ffn_down", _): return (prefix + "mlp.down_proj.\(kind)", nil)
-        case ("attn_norm", "weight"): return (prefix + "input_layernorm.weight", nil)
-        case ("ffn_norm", "weight"): return (prefix + "post_attention_layernorm.weight", nil)
-        default: throw .unknownTensor(name)
+        guard let b = Self.blockTensors.first(where: { $0.gguf == parts[2] }), kind == "weight" || !b.gguf.hasSuffix("norm") else {
+            throw .unknownTensor(name)
         }
+        return (prefix + b.hf + "." + kind, permutedHeads(b.gguf))
+    }
+
+    /// The head count of the q/k row permutation llama.cpp's converter applies to a Llama block tensor, if any.
+    func permutedHeads(_ ggufModule: String) -> Int? {
+        guard family == .llama else { return nil }
+        return ggufModule == "attn_q" ? heads : ggufModule == "attn_k" ? kvHeads : nil
     }
 
     /// The HF shape each tensor must have (a malformed GGUF with consistent-looking metadata is refused).

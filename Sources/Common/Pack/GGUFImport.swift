@@ -88,9 +88,7 @@ public enum GGUFImport {
                 throw .missingTensor(required == "model.norm.weight" ? "output_norm.weight" : "token_embd.weight")
             }
             for l in 0..<config.layers {
-                for (gname, hname) in [("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj"),
-                                       ("attn_output", "self_attn.o_proj"), ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"),
-                                       ("ffn_down", "mlp.down_proj"), ("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")] {
+                for (gname, hname) in GGUFModelConfig.blockTensors {
                     let want = "model.layers.\(l).\(hname).weight"
                     if !items.contains(where: { $0.spec.name == want }) { throw .missingTensor("blk.\(l).\(gname).weight") }
                 }

@@ -312,3 +312,94 @@ enum GGUFTokenizer {
         return .object(o)
     }
 }
+
+extension GGUFTokenizer {
+    /// The `tokenizer.ggml.*` metadata of a Hugging Face byte-level BPE tokenizer (`tokenizer.json`,
+    /// `tokenizer_config.json`, `chat_template.jinja`), as llama.cpp's converter writes it: the tokens in id
+    /// order padded to `vocabSize` with `[PADn]` (type 5, unused), token types (1 normal, 3 control for special
+    /// added tokens and `<|…|>` ones, 4 user-defined), the merges, the pre-tokenizer name whose expression
+    /// this importer maps back to the same `pre_tokenizer`, the special ids and the chat template.
+    static func exportedVocabulary(directory dir: String, config: JSONValue, vocabSize: Int) throws -> [(key: String, value: GGUFValue)] {
+        let path = dir + "/tokenizer.json"
+        func fail(_ what: String) -> PackError { PackError.unsupported(path: path, backend: "gguf", what: what) }
+        guard fileExists(path) else { throw PackError.malformed(path: dir, what: "no tokenizer.json (the GGUF vocabulary is made from it)") }
+        let t = try JSONParser.parse(try readSmallFile(path), rejectDuplicateKeys: false)
+        guard t["model"]?["type"]?.stringValue == "BPE", case .object(let vocab)? = t["model"]?["vocab"] else {
+            throw fail("a tokenizer model other than BPE")
+        }
+        // A normalizer that does something (SentencePiece's Prepend/Replace) is not byte-level BPE; an empty
+        // Sequence (what transformers 5 saves) is. Byte fallback never fires when every byte is a token.
+        let normalizer = t["normalizer"] ?? .null
+        guard normalizer == .null || (normalizer["type"]?.stringValue == "Sequence" && normalizer["normalizers"]?.arrayValue?.isEmpty == true) else {
+            throw fail("a SentencePiece-style BPE tokenizer (a normalizer; only byte-level BPE is exported)")
+        }
+        let pre = try preTokenizerName(t["pre_tokenizer"] ?? .null, fail: fail)
+        var tokens = [String?](repeating: nil, count: vocabSize)
+        var types = [Int32](repeating: 1, count: vocabSize)
+        for (token, id) in vocab.members {
+            guard let i = id.intValue, i >= 0, i < vocabSize else { throw fail("token id \(id.serialized()) outside the vocabulary of \(vocabSize)") }
+            tokens[i] = token
+        }
+        var byContent: [String: Int] = [:]
+        for (token, id) in vocab.members { byContent[token] = id.intValue }
+        for added in t["added_tokens"]?.arrayValue ?? [] {
+            guard let i = added["id"]?.intValue, i >= 0, i < vocabSize, let content = added["content"]?.stringValue else { continue }
+            tokens[i] = content
+            byContent[content] = i
+            let looksSpecial = (content.hasPrefix("<|") && content.hasSuffix("|>")) || ["<pad>", "<mask>"].contains(content)
+            types[i] = added["special"]?.boolValue == true || looksSpecial ? 3 : 4
+        }
+        for i in 0..<vocabSize where tokens[i] == nil { types[i] = 5 }
+        let merges: [GGUFValue] = try (t["model"]?["merges"]?.arrayValue ?? []).map { m in
+            if let s = m.stringValue { return .string(s) }
+            guard let pair = m.arrayValue?.compactMap(\.stringValue), pair.count == 2 else { throw fail("a merge that is neither \"a b\" nor [a, b]") }
+            return .string(pair[0] + " " + pair[1])
+        }
+
+        let tc = (try? JSONParser.parse(try readSmallFile(dir + "/tokenizer_config.json"), rejectDuplicateKeys: false)) ?? .null
+        func special(_ name: String, configKey: String) -> Int? {
+            let v = tc[name]
+            if let s = v?.stringValue ?? v?["content"]?.stringValue, let id = byContent[s] { return id }
+            if let i = config[configKey]?.intValue ?? config[configKey]?.arrayValue?.first?.intValue, i >= 0, i < vocabSize { return i }
+            return nil
+        }
+        var m: [(key: String, value: GGUFValue)] = []
+        if let p = tc["add_prefix_space"]?.boolValue { m.append(("tokenizer.ggml.add_space_prefix", .bool(p))) }
+        // add_bos_token as tokenizer_config says, else as the post-processor does (a BOS in its single template).
+        let template = t["post_processor"]?["single"]?.arrayValue ?? t["post_processor"]?["processors"]?.arrayValue?
+            .first { $0["type"]?.stringValue == "TemplateProcessing" }?["single"]?.arrayValue ?? []
+        let bosInTemplate = template.first?["SpecialToken"] != nil
+        m.append(("tokenizer.ggml.add_bos_token", .bool(tc["add_bos_token"]?.boolValue ?? bosInTemplate)))
+        m += [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string(pre)),
+              ("tokenizer.ggml.tokens", .array(.string, tokens.enumerated().map { .string($0.element ?? "[PAD\($0.offset)]") })),
+              ("tokenizer.ggml.token_type", .array(.int32, types.map { .int32($0) })),
+              ("tokenizer.ggml.merges", .array(.string, merges))]
+        for (key, name, configKey) in [("bos_token_id", "bos_token", "bos_token_id"), ("eos_token_id", "eos_token", "eos_token_id"),
+                                       ("unknown_token_id", "unk_token", "unk_token_id"), ("padding_token_id", "pad_token", "pad_token_id")] {
+            if let id = special(name, configKey: configKey) { m.append(("tokenizer.ggml." + key, .uint32(UInt32(id)))) }
+        }
+        if let template = tc["chat_template"]?.stringValue {
+            m.append(("tokenizer.chat_template", .string(template)))
+        } else if let bytes = try? readSmallFile(dir + "/chat_template.jinja") {
+            m.append(("tokenizer.chat_template", .string(String(decoding: bytes, as: UTF8.self))))
+        }
+        return m
+    }
+
+    /// The `tokenizer.ggml.pre` name whose pre-tokenizer (as the importer writes it) has the same steps as `json`.
+    static func preTokenizerName(_ json: JSONValue, fail: (String) -> PackError) throws -> String {
+        func steps(_ v: JSONValue) -> [String] {
+            if v["type"]?.stringValue == "Sequence" { return (v["pretokenizers"]?.arrayValue ?? []).flatMap(steps) }
+            let type = v["type"]?.stringValue ?? "none"
+            switch type {
+            case "Split": return ["Split " + (v["pattern"]?["Regex"]?.stringValue ?? v["pattern"]?["String"]?.stringValue ?? "")]
+            case "Digits": return ["Digits \(v["individual_digits"]?.boolValue ?? false)"]
+            case "ByteLevel": return ["ByteLevel \(v["use_regex"]?.boolValue ?? true)"]
+            default: return [type]
+            }
+        }
+        let mine = steps(json)
+        for name in ["gpt-2", "smollm", "llama-bpe", "qwen2"] where steps(PreTokenizer(name: name)!.json) == mine { return name }
+        throw fail("pre-tokenizer \(mine.joined(separator: " + ")) (exported: those of gpt-2, smollm, llama-bpe and qwen2)")
+    }
+}

@@ -11,14 +11,23 @@ public struct LinearPlan: Sendable {
     public var unsupportedParts: [String]
 }
 
-/// A qkit checkpoint opened as the source of a pack: its quantized linears (planned up front, read in
-/// canonical form one at a time) and the tensors that pass through unchanged.
+/// The source of a pack: a qkit checkpoint, or a packed checkpoint of any layout qpack reads (converted
+/// without requantizing). Its quantized linears are planned up front and read in canonical form one at a
+/// time; every other tensor passes through unchanged.
 public final class PackSource {
     public let checkpoint: Checkpoint
     /// Quantized linears in natural name order.
     public let linears: [LinearPlan]
+    /// Names of the tensors that make up the quantized linears (not copied), each with its linear's prefix.
+    public let owners: [String: String]
+    /// The packed layout read, when the source is not a qkit checkpoint.
+    public let packed: (any PackedWeightSource)?
+
     /// Names of the tensors that make up the quantized linears (not copied).
     public let consumed: Set<String>
+
+    /// The element type the source stores a linear's scales in (F32 for qkit).
+    public func scaleDType(of prefix: String) -> DType { packed?.scaleDType(of: prefix) ?? .f32 }
 
     /// The qkit tensor suffixes of a quantized linear.
     static let parts = ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx",
@@ -29,7 +38,7 @@ public final class PackSource {
         checkpoint = ck
         let weights = try QKitWeights(ck)
         var plans: [LinearPlan] = []
-        var consumed = Set<String>()
+        var owners: [String: String] = [:]
         for name in weights.quantizedWeights {
             let p = String(name.dropLast(".weight".count))
             guard let scheme = weights.modules[p] else {
@@ -39,18 +48,42 @@ public final class PackSource {
             var extra: [String] = []
             for part in PackSource.parts {
                 guard ck[p + "." + part] != nil else { continue }
-                consumed.insert(p + "." + part)
+                owners[p + "." + part] = p
                 if ["weight_scale_2", "smooth", "lora_down", "lora_up", "input_scale"].contains(part) { extra.append(part) }
             }
             plans.append(LinearPlan(prefix: p, scheme: scheme, n: q.shape[0], k: q.shape[1], groups: s.shape[1], scaleRows: s.shape[0],
                                     hasGroupIndex: ck[p + ".g_idx"] != nil, unsupportedParts: extra))
         }
         linears = plans
-        self.consumed = consumed
+        self.owners = owners
+        consumed = Set(owners.keys)
+        packed = nil
+    }
+
+    /// Opens a packed checkpoint (AWQ, GPTQ, compressed-tensors, TinyChat, FP8 block…) through its reader:
+    /// each linear is planned from its first two rows unpacked.
+    public init(packed reader: any PackedWeightSource, checkpoint ck: Checkpoint) throws {
+        checkpoint = ck
+        packed = reader
+        var plans: [LinearPlan] = []
+        var owners: [String: String] = [:]
+        for p in reader.packedPrefixes {
+            let shape = try reader.shape(of: p + ".weight")
+            let (n, k) = (shape[0], shape[1])
+            let head = try reader.unpack(p, rows: 0..<min(2, n))
+            plans.append(LinearPlan(prefix: p, scheme: head.scheme, n: n, k: k, groups: head.groups,
+                                    scaleRows: head.scaleRows == 1 && n > 1 ? 1 : n, hasGroupIndex: head.groupIndex != nil,
+                                    unsupportedParts: []))
+            for t in reader.tensorNames(of: p) { owners[t] = p }
+        }
+        linears = plans
+        self.owners = owners
+        consumed = Set(owners.keys)
     }
 
     /// Reads one planned linear in canonical form (`QuantizedLinear`).
     public func linear(_ plan: LinearPlan) throws -> QuantizedLinear {
+        if let packed { return try packed.unpack(plan.prefix, rows: 0..<plan.n) }
         let ck = checkpoint, p = plan.prefix
         let q = ck[p + ".weight_q"]!, s = ck[p + ".weight_scale"]!
         let count = plan.n * plan.k

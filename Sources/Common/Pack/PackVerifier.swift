@@ -21,14 +21,17 @@ public enum PackVerifier {
         "vllm-awq": ["quant_method", "zero_point", "group_size", "bits", "version"],
         "vllm-gptq": ["quant_method", "bits", "group_size", "desc_act", "sym", "checkpoint_format"],
         "compressed-tensors": ["quant_method", "format", "config_groups", "ignore", "quantization_status"],
+        "tinychat": ["quant_method", "w_bit", "q_group_size", "zero_point"],
+        "lightllm": ["quant_method", "weight_block_size"],
     ]
 
     /// Verifies `output`; throws `PackError.verifyFailed` with every difference found (up to 20 lines).
     public static func verify(output: String, source: String?, scheme: QuantScheme? = nil) throws -> PackVerifyReport {
         let ck = try Checkpoint(path: output)
+        if ck.kind == .gguf { return try GGUFExport.verify(output: output, source: source) }
         guard let reader = try openPackedWeights(ck) else {
             let m = ck.config?["quantization_config"]?["quant_method"]?.stringValue ?? "none"
-            throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors)")
+            throw PackError.verifyFailed(path: output, what: "not a packed checkpoint (quant_method \(m); qpack writes awq, gptq, compressed-tensors, tinychat, fp8)")
         }
         if let mlc = reader as? MLCWeights { return try MLCVerifier.verify(mlc, output: output, source: source) }
         if let n = reader as? NunchakuWeights { return try NunchakuVerifier.verify(n, output: output, source: source) }
@@ -113,14 +116,19 @@ public enum PackVerifier {
         return out
     }
 
-    /// Opens `input` as a pack source: a qkit checkpoint as it is, a float model quantized with RTN
-    /// (`scheme`, else the layout's default) into a scratch directory removed afterwards.
+    /// Opens `input` as a pack source: a qkit checkpoint as it is, a packed checkpoint through its reader, a
+    /// float model quantized with RTN (`scheme`, else the layout's default) into a scratch directory removed
+    /// afterwards.
     static func withSource<T>(_ input: String, layout: any PackLayout, scheme: QuantScheme?, scratchBeside: String? = nil,
                               _ body: (PackSource) throws -> T) throws -> T {
         let ck = try Checkpoint(path: input)
-        let method = ck.config?["quantization_config"]?["quant_method"]?.stringValue
+        let method = FormatDetector.quantizationConfig(ck)?["quant_method"]?.stringValue
         if method == "qkit" { return try body(PackSource(ck)) }
-        if let method { throw PackError.usage("\(input): input quantized as '\(method)' (only qkit checkpoints and float models are sources)") }
+        if ck.kind != .gguf, let reader = try openPackedWeights(ck) {
+            if scheme != nil { throw PackError.usage("\(input): --scheme quantizes a float model; a packed input keeps its codes") }
+            return try body(PackSource(packed: reader, checkpoint: ck))
+        }
+        if let method { throw PackError.usage("\(input): input quantized as '\(method)' (sources: float models, qkit checkpoints and the packed layouts qpack reads)") }
         guard ck.kind != .gguf else { throw PackError.usage("\(input): import a GGUF file first ('qpack \(input) --to safetensors -o DIR')") }
         let target = scratchBeside ?? input
         let dir = Checkpoint.parentDirectory(target.hasSuffix("/") ? String(target.dropLast()) : target)

@@ -75,8 +75,9 @@ extension PackedWeightSource {
     }
 }
 
-/// Opens a packed checkpoint whose `config.json` `quantization_config.quant_method` is `awq`, `gptq` or
-/// `compressed-tensors`, or an MLC tensor cache, as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
+/// Opens a packed checkpoint whose `config.json` `quantization_config.quant_method` is `awq`, `gptq`,
+/// `compressed-tensors`, `tinychat`, `fp8` (LightLLM's block-128 FP8) or `svdquant` (Nunchaku), or an MLC tensor
+/// cache, as a `WeightSource` (dequantizing on read); `nil` for any other checkpoint.
 public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWeightSource)? {
     if checkpoint.kind == .tensorCache { return try MLCWeights(checkpoint) }
     return switch FormatDetector.quantizationConfig(checkpoint)?["quant_method"]?.stringValue?.lowercased() {
@@ -84,6 +85,8 @@ public func openPackedWeights(_ checkpoint: Checkpoint) throws -> (any PackedWei
     case "gptq": try GPTQWeights(checkpoint)
     case "compressed-tensors": try CompressedTensorsWeights(checkpoint)
     case "svdquant": try NunchakuWeights(checkpoint)
+    case "tinychat": try TinyChatWeights(checkpoint)
+    case "fp8": try FP8BlockWeights(checkpoint)
     default: nil
     }
 }

@@ -20,10 +20,19 @@ public protocol PackLayout: Sendable {
     func quantizationConfig(_ plans: [LinearPlan], floatLinears: [String], config: JSONValue?) -> JSONValue
     /// The layout with settings that follow the source model (e.g. the scale dtype), before packing.
     func adapted(to config: JSONValue?) -> any PackLayout
+    /// The layout storing scales as `dtype` where it has the choice (a packed source's F16 scales stay F16).
+    func keepingScales(_ dtype: DType) -> any PackLayout
+    /// Float tensors the loader needs beside the source's: `(name, copy of)` (e.g. an untied `lm_head`).
+    func addedTensors(_ checkpoint: Checkpoint) -> [(name: String, copyOf: String)]
+    /// Edits of `config.json` beyond `quantization_config` (e.g. `tie_word_embeddings`).
+    func adjust(_ config: inout JSONObject, checkpoint: Checkpoint)
 }
 
 extension PackLayout {
     public func adapted(to config: JSONValue?) -> any PackLayout { self }
+    public func keepingScales(_ dtype: DType) -> any PackLayout { self }
+    public func addedTensors(_ checkpoint: Checkpoint) -> [(name: String, copyOf: String)] { [] }
+    public func adjust(_ config: inout JSONObject, checkpoint: Checkpoint) {}
 }
 
 /// Options of `qpack IN --to FORMAT`.
@@ -47,14 +56,15 @@ public struct PackReport: Sendable {
     public var files: [String] = []
 }
 
-/// Packs a qkit checkpoint (or a float model, quantized first with RTN in the layout's default scheme)
-/// into a backend layout, streaming one tensor at a time into an `OutputDirectory`.
+/// Packs a qkit checkpoint, a packed checkpoint of another layout (unpacked and repacked without
+/// requantizing), or a float model (quantized first with RTN in the layout's default scheme) into a
+/// backend layout, streaming one tensor at a time into an `OutputDirectory`.
 public enum Packer {
     /// Packs `input` into `output`.
     public static func run(input: String, output: String, options: PackOptions, log: ((String) -> Void)? = nil) throws -> PackReport {
         let start = monotonicSeconds()
         var report = PackReport()
-        let method = try Checkpoint(path: input).config?["quantization_config"]?["quant_method"]?.stringValue
+        let method = FormatDetector.quantizationConfig(try Checkpoint(path: input))?["quant_method"]?.stringValue
         report.quantizedFirst = method == nil
         if method == nil { log?("quantizing \(input) with rtn \(options.scheme ?? options.layout.defaultScheme)") }
         return try PackVerifier.withSource(input, layout: options.layout, scheme: options.scheme, scratchBeside: output) { source in
@@ -66,23 +76,31 @@ public enum Packer {
                      log: ((String) -> Void)?) throws -> PackReport {
         var report = report
         let ck = source.checkpoint
-        let layout = options.layout.adapted(to: ck.config)
+        var layout = options.layout.adapted(to: ck.config)
+        if source.packed != nil, let p = source.linears.first { layout = layout.keepingScales(source.scaleDType(of: p.prefix)) }
         try layout.check(source.linears, source: input)
 
-        // Plan: packed tensors take the place of each linear's weight_q; everything else is copied.
-        let plansByCodes = Dictionary(uniqueKeysWithValues: source.linears.map { ($0.prefix + ".weight_q", $0) })
+        // Plan: packed tensors take the place of each linear's first tensor; everything else is copied.
+        let plans = Dictionary(uniqueKeysWithValues: source.linears.map { ($0.prefix, $0) })
         enum Item { case copy(CheckpointTensor), pack(LinearPlan) }
         var items: [Item] = []
         var specs: [TensorSpec] = []
+        var placed = Set<String>()
         for t in ck.tensors {
-            if let plan = plansByCodes[t.name] {
+            if let p = source.owners[t.name] {
+                guard let plan = plans[p], placed.insert(p).inserted else { continue }
                 items.append(.pack(plan))
                 specs += layout.outputs(plan)
-            } else if !source.consumed.contains(t.name) {
+            } else {
                 guard case .dtype(let d) = t.encoding else { continue }
                 items.append(.copy(t))
                 specs.append(TensorSpec(name: t.name, dtype: d, shape: t.shape))
             }
+        }
+        for (name, original) in layout.addedTensors(ck) where ck[name] == nil {
+            guard let t = ck[original], case .dtype(let d) = t.encoding else { continue }
+            items.append(.copy(t))
+            specs.append(TensorSpec(name: name, dtype: d, shape: t.shape))
         }
         var seen = Set<String>()
         for s in specs where !seen.insert(s.name).inserted {
@@ -115,9 +133,12 @@ public enum Packer {
         var config = ck.config?.objectValue ?? JSONObject()
         config.members.removeAll { $0.key == QKitConfig.fakeKey }
         config["quantization_config"] = layout.quantizationConfig(source.linears, floatLinears: floatLinears, config: ck.config)
+        layout.adjust(&config, checkpoint: ck)
         try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
         if let dir = ck.directory {
-            for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
+            // Other files are copied; a packed source's own quantization config files are not (they describe its layout).
+            let skipped: Set<String> = ["config.json", "quantize_config.json", "quant_config.json"]
+            for name in listDirectory(dir) where !skipped.contains(name) && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
                 let src = dir + "/" + name
                 guard !isDirectory(src), !name.hasPrefix(".") else { continue }
                 try QKitQuantizer.copyFile(src, to: out.stagedPath(name))
@@ -135,6 +156,8 @@ public enum Packer {
         case "vllm-awq": AWQLayout()
         case "vllm-gptq": GPTQLayout(v2: gptqV2)
         case "compressed-tensors": CompressedTensorsLayout(w8a8: w8a8)
+        case "tinychat": TinyChatLayout()
+        case "lightllm": LightLLMLayout()
         default: nil
         }
     }

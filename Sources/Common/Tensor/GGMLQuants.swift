@@ -437,14 +437,30 @@ public enum GGMLQuants {
 
     // MARK: - Reference quantizers (quantize_row_*_ref)
 
-    /// Encodes `src` (a multiple of 32 values) as Q4_0, Q4_1 or Q8_0 blocks into `dst`, byte-exact with
-    /// ggml's `quantize_row_q4_0_ref`, `quantize_row_q4_1_ref` and `quantize_row_q8_0_ref`.
+    /// The types `quantize` encodes.
+    public static let quantizable: Set<GGMLType> = [.q4_0, .q4_1, .q5_0, .q8_0, .q4_K, .q6_K]
+
+    /// Encodes `src` (a whole number of blocks) as Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K blocks into `dst`,
+    /// byte-exact with ggml's reference quantizers (`quantize_row_<type>_ref` in ggml-quants.c, what
+    /// llama-quantize runs without an importance matrix), the float operations in the same order.
     public static func quantize(_ type: GGMLType, _ src: UnsafeBufferPointer<Float>, into dst: UnsafeMutableRawBufferPointer) throws(GGMLQuantsError) {
         let n = src.count
-        guard type == .q4_0 || type == .q4_1 || type == .q8_0 else { throw .unsupportedType(type) }
+        guard quantizable.contains(type) else { throw .unsupportedType(type) }
         guard let bytes = type.byteCount(elements: n) else { throw .notWholeBlocks(type: type, elements: n) }
         guard dst.count == bytes else { throw .wrongByteCount(type: type, expected: bytes, actual: dst.count) }
         guard n > 0, let x = src.baseAddress, let out = dst.baseAddress else { return }
+        switch type {
+        case .q4_K:
+            for b in 0..<n / 256 { KQuants.q4_K(x + 256 * b, out + 144 * b) }
+            return
+        case .q6_K:
+            for b in 0..<n / 256 { KQuants.q6_K(x + 256 * b, out + 210 * b) }
+            return
+        case .q5_0:
+            for b in 0..<n / 32 { q5_0Block(x + 32 * b, out + 22 * b) }
+            return
+        default: break
+        }
         for b in 0..<n / 32 {
             let v = x + 32 * b
             switch type {
@@ -488,6 +504,31 @@ public enum GGMLQuants {
                 }
             }
         }
+    }
+
+    /// `quantize_row_q5_0_ref` for one block of 32.
+    private static func q5_0Block(_ v: UnsafePointer<Float>, _ p: UnsafeMutableRawPointer) {
+        var amax: Float = 0, mx: Float = 0
+        for j in 0..<32 where amax < abs(v[j]) { amax = abs(v[j]); mx = v[j] }
+        let d = mx / -16
+        let id: Float = d != 0 ? 1 / d : 0
+        p.storeBytes(of: Float16(d).bitPattern, as: UInt16.self)
+        var qh: UInt32 = 0
+        for j in 0..<16 {
+            let q0 = fiveBitCode(v[j] * id + 16.5), q1 = fiveBitCode(v[j + 16] * id + 16.5)
+            p.storeBytes(of: (q0 & 0xF) | ((q1 & 0xF) << 4), toByteOffset: 6 + j, as: UInt8.self)
+            qh |= UInt32(q0 >> 4) << UInt32(j)
+            qh |= UInt32(q1 >> 4) << UInt32(j + 16)
+        }
+        p.storeBytes(of: qh, toByteOffset: 2, as: UInt32.self)
+    }
+
+    /// `MIN(31, (int8_t)x)` for 0 ≤ x < 32.5.
+    @inline(__always)
+    private static func fiveBitCode(_ x: Float) -> UInt8 {
+        let t = x.rounded(.towardZero)
+        guard t > 0 else { return 0 }
+        return UInt8(min(31, t))
     }
 
     /// `MIN(15, (int8_t)x)` for the values the 4-bit reference quantizers produce (0 ≤ x < 16.5).

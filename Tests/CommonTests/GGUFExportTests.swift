@@ -1,0 +1,141 @@
+import Testing
+@testable import Common
+
+/// A tiny GGUF (llama or qwen2) imported to a Hugging Face directory: the source of the export tests.
+private func importedModel(_ arch: String, _ dir: String) throws -> (gguf: String, hf: String) {
+    let m = TinyModel(arch: arch, seed: 3)
+    _ = try m.write(dir + "/orig.gguf")
+    try GGUFImport.run(gguf: dir + "/orig.gguf", output: dir + "/hf", dtype: .f32, maxShardSize: nil)
+    return (dir + "/orig.gguf", dir + "/hf")
+}
+
+@Suite("qpack --to gguf: names, permutation, vocabulary, types, kept codes, read back")
+struct GGUFExportTests {
+    @Test("F32 export of an imported GGUF gives its tensors and vocabulary back; qeval on the GGUF equals qeval on the model",
+          arguments: ["llama", "qwen2"])
+    func f32RoundTrip(_ arch: String) throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let (orig, hf) = try importedModel(arch, dir)
+        let r = try GGUFExport.run(input: hf, output: dir + "/out.gguf", type: .f32)
+        #expect(r.type == .f32 && r.quantized == 0)
+        let a = try GGUFFile(path: orig), b = try GGUFFile(path: dir + "/out.gguf")
+        #expect(b.version == 3 && b.alignment == 32)
+        #expect(Set(a.tensors.map(\.name)) == Set(b.tensors.map(\.name)))
+        let source = try openWeights(path: orig), exported = try openWeights(path: dir + "/out.gguf")
+        for t in b.tensors {
+            #expect(a.tensor(named: t.name)?.dimensions == t.dimensions, "\(t.name)")
+            let hfName = try #require(try GGUFModelConfig(b).hfTensor(t.name)?.name)
+            #expect(try source.float32(hfName).values == exported.float32(hfName).values, "\(t.name)")
+        }
+        // The raw F32 rows equal the original file's (the permutation is llama.cpp's, not only self-consistent).
+        for name in ["blk.0.attn_q.weight", "blk.1.attn_k.weight", "blk.0.ffn_up.weight"] {
+            let x = try #require(a.tensor(named: name)), y = try #require(b.tensor(named: name))
+            if x.type == .f32 { #expect(a.data(x).elementsEqual(b.data(y)), "\(name)") }
+        }
+        for key in ["tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                    "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template", "\(arch).block_count",
+                    "\(arch).embedding_length", "\(arch).feed_forward_length", "\(arch).attention.head_count", "\(arch).attention.head_count_kv",
+                    "\(arch).rope.freq_base", "\(arch).attention.layer_norm_rms_epsilon"] {
+            #expect(a[key] == b[key], "\(key): \(String(describing: a[key])) vs \(String(describing: b[key]))")
+        }
+        #expect(b["general.architecture"] == .string(arch) && b["general.file_type"] == .uint32(0))
+        var rng = SplitMix(seed: 5)
+        let ids = (0..<128).map { _ in Int32(3 + Int(rng.next() % 36)) }
+        let windows = EvaluationWindows(tokens: ids, length: 64, limit: nil, bos: nil)
+        let x = try Evaluator.run(model: DecoderModel(source: openWeights(path: hf)), windows: windows)
+        let y = try Evaluator.run(model: DecoderModel(source: openWeights(path: dir + "/out.gguf")), windows: windows)
+        #expect(x.windowNLL == y.windowNLL)
+        let v = try PackVerifier.verify(output: dir + "/out.gguf", source: hf)
+        #expect(v.layout == "gguf" && v.comparedWithSource)
+    }
+
+    @Test("qkit int4:g32:sym → Q4_0, int4:g32:asym → Q4_1, int8:g32:sym → Q8_0 with the codes kept; verify; import within F16 scales",
+          arguments: [("int4:g32:sym", GGMLType.q4_0), ("int4:g32:asym", .q4_1), ("int8:g32:sym", .q8_0)])
+    func keptCodes(_ scheme: String, _ type: GGMLType) throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let (_, hf) = try importedModel("llama", dir)
+        try quantize(hf, scheme, to: dir + "/q")
+        let r = try GGUFExport.run(input: dir + "/q", output: dir + "/out.gguf", type: nil)
+        #expect(r.type == type && r.kept == 14)
+        let g = try GGUFFile(path: dir + "/out.gguf")
+        #expect(g.tensor(named: "blk.0.ffn_down.weight")?.type == type && g.tensor(named: "output_norm.weight")?.type == .f32)
+        // The untied output (40 × 64 rows: not whole 256-blocks) is Q8_0, as llama-quantize makes it.
+        #expect(g.tensor(named: "output.weight")?.type == .q8_0 || g.tensor(named: "output.weight") == nil)
+        _ = try PackVerifier.verify(output: dir + "/out.gguf", source: dir + "/q")
+        let source = try PackSource(try Checkpoint(path: dir + "/q"))
+        let reader = try openWeights(path: dir + "/out.gguf")
+        for plan in source.linears {
+            let a = try source.linear(plan)
+            let got = try reader.float32(plan.prefix + ".weight").values
+            for i in stride(from: 0, to: plan.n * plan.k, by: 7) {
+                let j = (i / plan.k) * a.groups + (i % plan.k) / 32
+                let s = Float(Float16(a.scales[j])), z = Float(a.zeros![j])
+                let expected = type == .q4_1 ? Float(a.codes[i]) * s + Float(Float16(-z * a.scales[j])) : (Float(a.codes[i]) - z) * s
+                #expect(got[i] == expected, "\(plan.prefix) [\(i)]")
+                if got[i] != expected { break }
+            }
+        }
+        // Refused without --gguf-type: a scheme no GGUF type holds.
+        try quantize(hf, "int4:ch:asym", to: dir + "/q64")
+        #expect { _ = try GGUFExport.run(input: dir + "/q64", output: dir + "/x.gguf", type: nil) } throws: { e in
+            (e as? PackError)?.description.contains("--gguf-type requantizes") == true
+        }
+        #expect(!fileExists(dir + "/x.gguf"))
+        // With --gguf-type the dequantized weights are requantized (and verify re-derives them).
+        let q = try GGUFExport.run(input: dir + "/q64", output: dir + "/r.gguf", type: .q8_0)
+        #expect(q.kept == 0 && q.quantized > 0)
+        _ = try PackVerifier.verify(output: dir + "/r.gguf", source: dir + "/q64")
+    }
+
+    @Test("K-quants: Q4_K rows of 64 fall back to Q5_0, Q6_K to Q8_0; values within the type's error; deterministic", arguments: [GGMLType.q4_K, .q6_K])
+    func kQuants(_ type: GGMLType) throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let (_, hf) = try importedModel("qwen2", dir)
+        _ = try GGUFExport.run(input: hf, output: dir + "/a.gguf", type: type)
+        _ = try GGUFExport.run(input: hf, output: dir + "/b.gguf", type: type)
+        #expect(try readSmallFile(dir + "/a.gguf") == readSmallFile(dir + "/b.gguf"))
+        let g = try GGUFFile(path: dir + "/a.gguf")
+        #expect(g.tensor(named: "blk.0.attn_q.weight")?.type == (type == .q4_K ? .q5_0 : .q8_0))
+        #expect(g.tensor(named: "blk.0.attn_q.bias")?.type == .f32)
+        _ = try PackVerifier.verify(output: dir + "/a.gguf", source: hf)
+    }
+
+    @Test("Q4_K and Q6_K super-blocks: formats.md §7 scale packing, reference search on a ramp, decode error")
+    func kQuantBlocks() throws {
+        // A block whose sub-block scales reach 63 at most: the 6-bit packing of formats.md's vector.
+        var x = [Float](repeating: 0, count: 256)
+        for i in 0..<256 { x[i] = Float(i % 32) * Float(1 + i / 32) / 31 - 0.25 }
+        for type in [GGMLType.q4_K, .q6_K] {
+            var bytes = [UInt8](repeating: 0, count: type.typeSize)
+            try x.withUnsafeBufferPointer { xs in try bytes.withUnsafeMutableBytes { try GGMLQuants.quantize(type, xs, into: $0) } }
+            var y = [Float](repeating: 0, count: 256)
+            try bytes.withUnsafeBytes { b in try y.withUnsafeMutableBufferPointer { try GGMLQuants.dequantize(type, b, into: $0) } }
+            let err = zip(x, y).map { abs($0 - $1) }.max()!
+            #expect(err < (type == .q4_K ? 0.3 : 0.15), "\(type.name): \(err)")
+        }
+        // All-zero blocks encode as zero bytes (Q6_K's memset) and a zero scale (Q4_K).
+        for type in [GGMLType.q4_K, .q6_K] {
+            var bytes = [UInt8](repeating: 0xAA, count: type.typeSize)
+            try [Float](repeating: 0, count: 256).withUnsafeBufferPointer { xs in try bytes.withUnsafeMutableBytes { try GGMLQuants.quantize(type, xs, into: $0) } }
+            #expect(bytes.allSatisfy { $0 == 0 }, "\(type.name)")
+        }
+    }
+
+    @Test("refused: no tokenizer.json, a SentencePiece tokenizer, an architecture llama.cpp's names do not cover")
+    func refusals() throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let model = makeTinyModel()
+        defer { removeTree(model) }
+        removeTree(model + "/tokenizer.json")
+        #expect(throws: PackError.self) { _ = try GGUFExport.run(input: model, output: dir + "/x.gguf", type: .f32) }
+        let qwen3 = #filePath.split(separator: "/").dropLast(1).joined(separator: "/")
+        #expect { _ = try GGUFExport.run(input: "/" + qwen3 + "/Fixtures/model/qwen3", output: dir + "/x.gguf", type: .f32) } throws: { e in
+            (e as? PackError)?.description.contains("model_type 'qwen3'") == true
+        }
+        #expect(!fileExists(dir + "/x.gguf"))
+    }
+}
