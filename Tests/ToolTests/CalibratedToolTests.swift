@@ -56,6 +56,17 @@ struct CalibratedToolTests {
         #expect(k2.status == 9)
         let changed = try Tool.run("qquant", common + ["--seed", "3", "-o", dir + "/other"])
         #expect(changed.status == 0 && !changed.stderr.contains("resuming"), "\(changed.stderr)")
+        // Damaged progress (as a power loss could leave it: progress files are not fsynced) is detected by its
+        // recorded hashes, and the run starts over.
+        let k3 = try Tool.run("qquant", common + ["-o", dir + "/torn"], launcher: ["/usr/bin/env", "QKIT_TEST_KILL_AFTER_BLOCK=0"])
+        #expect(k3.status == 9)
+        let block = dir + "/.torn.qkit-progress/block-0000.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: block))
+        bytes[bytes.count - 5] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: block))
+        let torn = try Tool.run("qquant", common + ["-o", dir + "/torn"])
+        #expect(torn.status == 0 && !torn.stderr.contains("resuming"), "\(torn.stderr)")
+        #expect(try files(dir + "/whole") == files(dir + "/torn"))
         let none = try Tool.run("qquant", common + ["-o", dir + "/never", "--resume"])
         #expect(none.status == 66 && none.stderr.contains("--resume"), "\(none.stderr)")
     }

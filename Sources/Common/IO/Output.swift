@@ -13,12 +13,17 @@ public final class AtomicFile {
     private var buffered = 0
     private static let bufferSize = 1 << 20
     private var committed = false
+    /// Whether `commit()` flushes the file to the disk (fsync) before renaming it.
+    private let durable: Bool
     /// Bytes written so far.
     public private(set) var bytesWritten = 0
 
-    /// Creates the temporary file for `path` (or takes standard output for `-`).
-    public init(path: String) throws(IOError) {
+    /// Creates the temporary file for `path` (or takes standard output for `-`). `durable: false` skips the
+    /// fsync of `commit()`: the rename is still atomic for other processes and survives the writer being
+    /// killed, not a power loss (for scratch state whose readers verify it, like a calibration's progress).
+    public init(path: String, durable: Bool = true) throws(IOError) {
         self.path = path
+        self.durable = durable
         buffer = .allocate(byteCount: Self.bufferSize, alignment: 64)
         if path == "-" {
             fd = 1
@@ -107,7 +112,7 @@ public final class AtomicFile {
         try flush()
         committed = true
         guard let temporaryPath else { return }
-        if fsync(fd) != 0, errno != EINVAL {
+        if durable, fsync(fd) != 0, errno != EINVAL {
             let e = errno
             close(fd)
             unlink(temporaryPath)

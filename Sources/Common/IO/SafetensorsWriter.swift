@@ -44,8 +44,10 @@ public final class SafetensorsWriter {
     ///   - path: target path, or `-` for standard output.
     ///   - tensors: the tensors in the order their data will be written.
     ///   - metadata: `__metadata__` string pairs (omitted when `nil`).
-    public convenience init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = nil) throws {
-        try self.init(file: AtomicFile(path: path), tensors: tensors, metadata: metadata)
+    ///   - durable: fsync before the rename (see `AtomicFile`).
+    public convenience init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = nil,
+                            durable: Bool = true) throws {
+        try self.init(file: AtomicFile(path: path, durable: durable), tensors: tensors, metadata: metadata)
     }
 
     init(file: AtomicFile, tensors: [TensorSpec], metadata: [(key: String, value: String)]?) throws {

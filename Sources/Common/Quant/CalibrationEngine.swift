@@ -263,8 +263,10 @@ public enum CalibrationEngine {
 }
 
 /// `.NAME.qkit-progress/` beside an output: the per-block state of a calibrated run.
-struct ProgressDirectory {
+final class ProgressDirectory {
     let path: String
+    /// XXH64 of the files written so far, by name.
+    private var hashes: [String: String] = [:]
 
     init(output: String) {
         var p = output
@@ -279,12 +281,20 @@ struct ProgressDirectory {
     func hiddenPath(_ block: Int) -> String { path + "/hidden-" + cFormat("%04d", block) + ".f32" }
     var statePath: String { path + "/state.json" }
 
-    /// The recorded key and number of finished blocks, if a readable state exists.
+    /// The recorded key and number of finished blocks, if a state exists whose files are all there and whole:
+    /// progress files are not fsynced (a kill cannot tear them, a power loss could), so each file's XXH64 is
+    /// recorded when it is written and checked here; any mismatch means starting over.
     func state() -> (key: String, blocks: Int)? {
-        guard let bytes = try? readSmallFile(statePath, limit: 1 << 16), let json = try? JSONParser.parse(bytes),
-              let key = json["key"]?.stringValue, let blocks = json["blocks"]?.intValue, blocks >= 0 else { return nil }
-        for b in 0..<blocks where !fileExists(blockPath(b)) { return nil }
-        guard blocks == 0 || fileExists(hiddenPath(blocks)) else { return nil }
+        guard let bytes = try? readSmallFile(statePath, limit: 1 << 20), let json = try? JSONParser.parse(bytes),
+              let key = json["key"]?.stringValue, let blocks = json["blocks"]?.intValue, blocks >= 0,
+              let hashes = json["files"]?.objectValue else { return nil }
+        var files = (0..<blocks).map { blockPath($0) }
+        if blocks > 0 { files.append(hiddenPath(blocks)) }
+        for f in files {
+            let name = String(f.split(separator: "/").last!)
+            guard let expected = hashes[name]?.stringValue, let file = try? MappedFile(path: f),
+                  XXH64.hex(XXH64.hash(file)) == expected else { return nil }
+        }
         return (key, blocks)
     }
 
@@ -295,14 +305,27 @@ struct ProgressDirectory {
         try commit(key: key, blocks: 0)
     }
 
+    /// Records that `blocks` blocks are done (their files and the next block's hidden states written).
     func commit(key: String, blocks: Int) throws {
-        let state: JSONValue = .object(JSONObject([("key", .string(key)), ("blocks", .int(blocks))]))
-        try writeSmallFile(statePath, state.serialized() + "\n")
+        var files = JSONObject()
+        var paths = (0..<blocks).map { blockPath($0) }
+        if blocks > 0 { paths.append(hiddenPath(blocks)) }
+        for p in paths {
+            let name = String(p.split(separator: "/").last!)
+            if let known = hashes[name] { files[name] = .string(known); continue }
+            let h = XXH64.hex(XXH64.hash(try MappedFile(path: p)))
+            hashes[name] = h
+            files[name] = .string(h)
+        }
+        let state: JSONValue = .object(JSONObject([("key", .string(key)), ("blocks", .int(blocks)), ("files", .object(files))]))
+        let f = try AtomicFile(path: statePath, durable: false)
+        try f.write(state.serialized() + "\n")
+        try f.commit()
         if blocks > 0 { unlink(hiddenPath(blocks - 1)) }
     }
 
     func saveHidden(block: Int, _ hidden: Matrix) throws {
-        let f = try AtomicFile(path: hiddenPath(block))
+        let f = try AtomicFile(path: hiddenPath(block), durable: false)
         try f.write(UnsafeRawBufferPointer(start: hidden.pointer, count: 4 * hidden.rows * hidden.columns))
         try f.commit()
     }
@@ -353,7 +376,7 @@ struct ProgressDirectory {
                 payloads.append { Array(ck.data(t)) }
             }
         }
-        let writer = try SafetensorsWriter(path: blockPath(layer), tensors: specs)
+        let writer = try SafetensorsWriter(path: blockPath(layer), tensors: specs, durable: false)
         for p in payloads { try p().withUnsafeBytes { try writer.write($0) } }
         try writer.finish()
     }

@@ -101,9 +101,11 @@ public struct GPTQ: BlockAlgorithm {
                 let n = min(BlockWeights.mlpChunk, x.rows - r)
                 let a = keep ? act.row(r) : act.pointer
                 block.mlpActivation(x.row(r), rows: r..<(r + n), into: a)
-                s.add(a, count: n)
+                if !keep { s.add(a, count: n) }
                 r += n
             }
+            // Kept activations go into the Hessian in one pass: fewer, larger products.
+            if keep { s.add(act.pointer, count: x.rows) }
             try quantize(.mlpHidden, s)
         }
         var r = 0
