@@ -58,15 +58,8 @@ struct Qcalib: ParsableCommand {
 
     func run() throws {
         try runTool("qcalib") {
-            guard let s = CalibrationSampling(rawValue: sampling.lowercased()) else {
-                throw UsageError("--sampling: '\(sampling)' is not random or first")
-            }
-            var request = CalibrationDataRequest(data: data, ids: ids)
-            request.samples = samples
-            request.sequenceLength = seqlen
-            request.sampling = s
-            request.seed = seed
-            request.chat = chat
+            let request = try CalibrationDataRequest(data: data, ids: ids, samples: samples, sequenceLength: seqlen, sampling: sampling,
+                                                     seed: seed, chat: chat)
             let report = try StatisticsFile.run(model: model, data: request, hessian: hessian, output: output,
                                                 batchTokens: max(seqlen, batchTokens), log: { if !quiet { logLine("qcalib: " + $0) } })
             if json {

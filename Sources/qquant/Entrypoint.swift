@@ -244,15 +244,8 @@ struct Qquant: ParsableCommand {
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
     func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
-        guard let s = CalibrationSampling(rawValue: sampling.lowercased()) else {
-            throw UsageError("--sampling: '\(sampling)' is not random or first")
-        }
-        var request = CalibrationDataRequest(data: data, ids: ids)
-        request.samples = samples
-        request.sequenceLength = seqlen
-        request.sampling = s
-        request.seed = seed
-        request.chat = chat
+        let request = try CalibrationDataRequest(data: data, ids: ids, samples: samples, sequenceLength: seqlen, sampling: sampling,
+                                                 seed: seed, chat: chat)
         var options = CalibratedOptions(quantize: quantize, data: request)
         options.batchTokens = max(seqlen, batchTokens)
         options.restart = restart

@@ -167,13 +167,13 @@ struct CalibrationTests {
 
     /// Runs the engine on a tiny fixture with seeded ids and returns the output directory.
     func quantizeTiny(_ family: String, algorithm: any BlockAlgorithm, scheme: QuantScheme, into scratch: ScratchDirectory,
-                      name: String = "out", fake: Bool = false) throws -> String {
+                      name: String = "out", fake: Bool = false, skip: [String] = []) throws -> String {
         let ids = scratch.path + "/ids.txt"
         if !fileExists(ids) { try writeIDs(ids, count: 4096, vocabulary: 320, seed: 5) }
         var request = CalibrationDataRequest(ids: ids)
         request.samples = 8
         request.sequenceLength = 64
-        var q = QuantizeOptions(recipe: try QuantRecipe(defaultScheme: scheme))
+        var q = QuantizeOptions(recipe: try QuantRecipe(defaultScheme: scheme, skipPatterns: skip))
         q.fake = fake
         let out = scratch.path + "/" + name
         _ = try CalibrationEngine.run(model: modelFixtureDirectory() + "/" + family, output: out, algorithm: algorithm,
@@ -237,5 +237,36 @@ struct CalibrationTests {
             try y.withUnsafeMutableBufferPointer { try b.readFloat32(name, rows: 0..<(try b.shape(of: name)[0]), into: $0) }
             #expect(x == y, "\(name)")
         }
+    }
+
+    @Test("AWQ with some consumers of an input kept in float still folds exactly: the output stays close to the source")
+    func awqWithKeptConsumers() throws {
+        let scratch = ScratchDirectory("awqkeep")
+        let skip = ["k_proj", "v_proj", "gate_proj", "down_proj"]
+        let int3 = QuantScheme(format: .int(bits: 3), granularity: .group(32), symmetric: false)
+        let awq = try quantizeTiny("qwen2", algorithm: AWQ(), scheme: int3, into: scratch, name: "awq", skip: skip)
+        let rtn = QuantizeOptions(recipe: try QuantRecipe(defaultScheme: int3, skipPatterns: skip))
+        _ = try QKitQuantizer.run(model: modelFixtureDirectory() + "/qwen2", output: scratch.path + "/rtn", options: rtn)
+        let source = modelFixtureDirectory() + "/qwen2"
+        let ea = try logitError(awq, source), er = try logitError(scratch.path + "/rtn", source)
+        #expect(ea < er, "awq \(ea) vs rtn \(er): a kept consumer was not rescaled")
+        // Where a norm was rescaled, its kept consumer (k_proj, gate_proj) was rescaled with it.
+        let a = try openWeights(path: awq), b = try openWeights(path: source)
+        func values(_ w: any WeightSource, _ name: String) throws -> [Float] {
+            let shape = try w.shape(of: name)
+            var x = [Float](repeating: 0, count: shape.reduce(1, *))
+            try x.withUnsafeMutableBufferPointer { try w.readFloat32(name, rows: 0..<shape[0], into: $0) }
+            return x
+        }
+        var folds = 0
+        for layer in 0..<2 {
+            let p = "model.layers.\(layer)."
+            for (norm, kept) in [("input_layernorm", "self_attn.k_proj"), ("post_attention_layernorm", "mlp.gate_proj")] {
+                guard try values(a, p + norm + ".weight") != values(b, p + norm + ".weight") else { continue }
+                folds += 1
+                #expect(try values(a, p + kept + ".weight") != values(b, p + kept + ".weight"), "\(p)\(kept) was not rescaled with \(norm)")
+            }
+        }
+        #expect(folds > 0)
     }
 }

@@ -16,6 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ASSETS = os.environ.get("QKIT_ASSETS", os.path.expanduser("~/.cache/qkit-assets"))
 torch.set_grad_enabled(False)
+if not torch.cuda.is_available():
+    # llm-compressor 0.14's AWQ pins its activation cache (pipelines/cache.py), which raises "Cannot access
+    # accelerator device" on a CPU-only torch; pinning is only a transfer optimization, so make it a no-op.
+    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
 
 
 def ids(tok, name, n, L):

@@ -64,15 +64,17 @@ public struct AWQ: BlockAlgorithm {
                 producerRows = Array(0..<c.intermediateSize)
             }
             let best = search(statistic: statistic, weights: weights, schemes: schemes, gram: gram)
+            // Every consumer of the input is rescaled, also one kept in float (the fold must stay exact).
+            let all = input.consumers.map { block.linear($0)! }
             switch input {
-            case .attention: Smoothing.fold(best, intoNorm: block.inputNorm, consumers: weights)
-            case .mlp: Smoothing.fold(best, intoNorm: block.postAttentionNorm, consumers: weights)
+            case .attention: Smoothing.fold(best, intoNorm: block.inputNorm, consumers: all)
+            case .mlp: Smoothing.fold(best, intoNorm: block.postAttentionNorm, consumers: all)
             case .attentionOutput:
                 Smoothing.fold(best, intoProducer: block.linear("v_proj")!, bias: block.qkvBias.map { $0.pointer + c.qDim + c.kvDim },
-                               producerRows: producerRows, consumers: weights)
+                               producerRows: producerRows, consumers: all)
             case .mlpHidden:
                 Smoothing.fold(best, intoProducer: block.linear("up_proj")!, bias: block.gateUpBias.map { $0.pointer + c.intermediateSize },
-                               producerRows: producerRows, consumers: weights)
+                               producerRows: producerRows, consumers: all)
             }
             // The inputs are now x / s: G becomes diag(1/s)·G·diag(1/s).
             let k = best.count

@@ -24,6 +24,19 @@ public struct CalibrationDataRequest: Sendable, Equatable {
         self.ids = ids
     }
 
+    /// The request the command-line options describe (`sampling` by name: random or first).
+    public init(data: String?, ids: String?, samples: Int, sequenceLength: Int, sampling: String, seed: UInt64, chat: Bool) throws {
+        guard let s = CalibrationSampling(rawValue: sampling.lowercased()) else {
+            throw UsageError("--sampling: '\(sampling)' is not random or first")
+        }
+        self.init(data: data, ids: ids)
+        self.samples = samples
+        self.sequenceLength = sequenceLength
+        self.sampling = s
+        self.seed = seed
+        self.chat = chat
+    }
+
     /// The request in words, for logs and the recipe.
     public var summary: String {
         "\(samples) × \(sequenceLength) tokens, \(sampling.rawValue)\(sampling == .random ? " (seed \(seed))" : "")\(chat ? ", chat" : "")"

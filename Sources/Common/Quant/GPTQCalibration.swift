@@ -49,20 +49,23 @@ public struct GPTQ: BlockAlgorithm {
         }
         func needs(_ input: LinearInput) -> Bool { input.consumers.contains { plan[$0] != nil } }
 
-        // 1. q/k/v.
-        if needs(.attention) {
+        // The Hessian of a normed input: RMSNorm of the hidden states, 4096 rows at a time.
+        func normedStatistics(_ norm: FloatBuffer) -> InputStatistics {
             let s = InputStatistics(columns: c.hiddenSize, gram: true, channels: false)
             let t = min(x.rows, 4096)
             let normed = Matrix(rows: t, columns: c.hiddenSize)
             var r = 0
             while r < x.rows {
                 let n = min(t, x.rows - r)
-                Kernels.rmsNorm(x.row(r), weight: block.inputNorm.pointer, into: normed.pointer, rows: n, n: c.hiddenSize, epsilon: c.rmsNormEpsilon)
+                Kernels.rmsNorm(x.row(r), weight: norm.pointer, into: normed.pointer, rows: n, n: c.hiddenSize, epsilon: c.rmsNormEpsilon)
                 s.add(normed.pointer, count: n)
                 r += n
             }
-            try quantize(.attention, s)
+            return s
         }
+
+        // 1. q/k/v.
+        if needs(.attention) { try quantize(.attention, normedStatistics(block.inputNorm)) }
         // 2. Attention with the quantized q/k/v, then o_proj.
         let context = Matrix(rows: x.rows, columns: c.qDim)
         for b in activations.batches {
@@ -76,19 +79,7 @@ public struct GPTQ: BlockAlgorithm {
         }
         for b in activations.batches { block.applyOutput(activations.view(context, b), to: activations.view(x, b)) }
         // 3. gate/up.
-        if needs(.mlp) {
-            let s = InputStatistics(columns: c.hiddenSize, gram: true, channels: false)
-            let t = min(x.rows, 4096)
-            let normed = Matrix(rows: t, columns: c.hiddenSize)
-            var r = 0
-            while r < x.rows {
-                let n = min(t, x.rows - r)
-                Kernels.rmsNorm(x.row(r), weight: block.postAttentionNorm.pointer, into: normed.pointer, rows: n, n: c.hiddenSize, epsilon: c.rmsNormEpsilon)
-                s.add(normed.pointer, count: n)
-                r += n
-            }
-            try quantize(.mlp, s)
-        }
+        if needs(.mlp) { try quantize(.mlp, normedStatistics(block.postAttentionNorm)) }
         // 4. down_proj: the activations of the quantized gate/up, kept (or recomputed) for the output pass.
         let i = c.intermediateSize
         let keep = x.rows * i * 4 <= keepActivationsBytes
