@@ -50,6 +50,18 @@ struct ModelTests {
         #expect(try config("llama-linear").headDim == 32)
     }
 
+    @Test("rope_scaling and rope_parameters set to null mean plain RoPE (what qsynth and older exporters write)")
+    func nullRopeScaling() throws {
+        let text = try String(decoding: readSmallFile(modelFixtureDirectory() + "/qwen2/config.json"), as: UTF8.self)
+        guard case .object(var o) = try JSONParser.parse(text) else { Issue.record("config is not an object"); return }
+        let theta = o["rope_parameters"]?["rope_theta"]?.doubleValue ?? o["rope_theta"]?.doubleValue ?? 10000
+        o["rope_parameters"] = .null
+        o["rope_scaling"] = .null
+        o["rope_theta"] = .double(theta)
+        let c = try Architectures.configuration(json: .object(o), path: "m")
+        #expect(c.rope.kind == .standard && Double(c.rope.theta) == theta)
+    }
+
     @Test("unsupported families and features are refused, naming what is missing")
     func refusals() throws {
         func check(_ json: String, _ expected: String) {

@@ -127,9 +127,14 @@ struct ConfigReader {
 
     /// RoPE parameters: transformers ≥ 5 writes `rope_parameters`; older configs `rope_theta` + `rope_scaling`.
     func rope() throws -> RoPEScaling {
-        let params: JSONValue? = json["rope_parameters"].flatMap { $0 == .null ? nil : $0 }
-            ?? json["rope_scaling"].flatMap { $0 == .null ? nil : $0 }
-        let key = json["rope_parameters"].map { $0 == .null ? "rope_scaling" : "rope_parameters" } ?? "rope_scaling"
+        // A member that is absent or JSON null means "not given".
+        func given(_ k: String) -> JSONValue? {
+            guard let v = json[k] else { return nil }
+            if case .null = v { return nil }
+            return v
+        }
+        let params: JSONValue? = given("rope_parameters") ?? given("rope_scaling")
+        let key = given("rope_parameters") != nil ? "rope_parameters" : "rope_scaling"
         let theta = try params?["rope_theta"]?.doubleValue ?? double("rope_theta", default: 10000)
         guard theta > 0 else { throw ModelError.badConfig(path: path, key: "rope_theta", why: "not positive") }
         guard let params else { return RoPEScaling(kind: .standard, theta: theta) }
