@@ -244,6 +244,10 @@ struct Qquant: ParsableCommand {
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
     func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
+        if data == nil && ids == nil && stats == nil {
+            throw UsageError("--algo \(algo) calibrates: give --data FILE (text) or --ids FILE (token ids)"
+                             + (algo.lowercased() == "smoothquant" ? ", or --stats FILE from qcalib" : ""))
+        }
         let request = try CalibrationDataRequest(data: data, ids: ids, samples: samples, sequenceLength: seqlen, sampling: sampling,
                                                  seed: seed, chat: chat)
         var options = CalibratedOptions(quantize: quantize, data: request)

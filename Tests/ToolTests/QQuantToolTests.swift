@@ -56,7 +56,8 @@ struct QQuantToolTests {
         let cases: [([String], Int32, String)] = [
             (["--format", "q4_k"], 64, "unknown format 'q4_k'"),
             (["--algo", "magic"], 64, "unknown algorithm 'magic'"),
-            (["--algo", "awq"], 69, "issues 5 and 7"),
+            (["--algo", "qoq"], 69, "issue 7"),
+            (["--algo", "awq", "--group", "32"], 64, "--data"),
             (["--algo", "hqq", "--sym"], 64, "hqq is asymmetric"),
             (["--group", "48"], 64, "group 48 does not divide K = "),
             (["--format", "nvfp4", "--group", "32"], 64, "nvfp4 uses groups of 16"),
