@@ -36,13 +36,7 @@ struct Qcalib: ParsableCommand {
             """)
 
     @Argument(help: "Model directory (float safetensors).") var model: String
-    @Option(help: "Calibration text (- for standard input).") var data: String?
-    @Option(help: "Pre-tokenized ids, whitespace separated (- for standard input).") var ids: String?
-    @Option(help: "Calibration windows.") var samples = 128
-    @Option(help: "Tokens per window.") var seqlen = 512
-    @Option(help: "How windows are drawn: random (with --seed) or first (the first N non-overlapping windows).") var sampling = "random"
-    @Option(help: "Seed of --sampling random.") var seed: UInt64 = 0
-    @Flag(help: "Render each line (or JSONL record) of --data through the model's chat template first.") var chat = false
+    @OptionGroup var calibration: CalibrationDataOptions
     @Flag(help: "Also write every linear input's Hessian 2/n sum x^T x (K x K F32 each: large).") var hessian = false
     @Option(name: .customLong("batch-tokens"), help: "Tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
     @Option(name: .shortAndLong, help: "Output statistics file (- for standard output).") var output: String
@@ -50,18 +44,17 @@ struct Qcalib: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Print nothing but errors.") var quiet = false
 
     mutating func validate() throws {
-        if (data == nil) == (ids == nil) { throw ValidationError("give exactly one of --data FILE and --ids FILE") }
-        if samples < 1 { throw ValidationError("--samples must be at least 1") }
-        if seqlen < 2 { throw ValidationError("--seqlen must be at least 2") }
+        if (calibration.data == nil) == (calibration.ids == nil) { throw ValidationError("give exactly one of --data FILE and --ids FILE") }
+        if calibration.samples < 1 { throw ValidationError("--samples must be at least 1") }
+        if calibration.seqlen < 2 { throw ValidationError("--seqlen must be at least 2") }
         if json && output == "-" { throw ValidationError("--json prints on standard output, where -o - writes the statistics") }
     }
 
     func run() throws {
         try runTool("qcalib") {
-            let request = try CalibrationDataRequest(data: data, ids: ids, samples: samples, sequenceLength: seqlen, sampling: sampling,
-                                                     seed: seed, chat: chat)
+            let request = try calibration.request()
             let report = try StatisticsFile.run(model: model, data: request, hessian: hessian, output: output,
-                                                batchTokens: max(seqlen, batchTokens), log: { if !quiet { logLine("qcalib: " + $0) } })
+                                                batchTokens: max(calibration.seqlen, batchTokens), log: { if !quiet { logLine("qcalib: " + $0) } })
             if json {
                 let o: JSONValue = ["output": .string(output), "tokens": .int(report.tokens), "tensors": .int(report.tensors),
                                     "bytes": .int(report.bytes), "seconds": .double((report.seconds * 1000).rounded() / 1000),

@@ -147,13 +147,7 @@ struct Qquant: ParsableCommand {
     @Option(help: "Activation bits for smoothquant (W8A8: 8, the default; per-token dynamic, simulated by qeval).") var abits: Int?
     @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
 
-    @Option(help: "Calibration text for awq, gptq, smoothquant (- for standard input).") var data: String?
-    @Option(help: "Pre-tokenized calibration ids, whitespace separated, as qeval --tokenize prints (- for standard input).") var ids: String?
-    @Option(help: "Calibration windows.") var samples = 128
-    @Option(help: "Tokens per calibration window.") var seqlen = 512
-    @Option(help: "How windows are drawn: random (with --seed) or first (the first N non-overlapping windows).") var sampling = "random"
-    @Option(help: "Seed of --sampling random.") var seed: UInt64 = 0
-    @Flag(help: "Render each line (or JSONL record) of --data through the model's chat template first.") var chat = false
+    @OptionGroup var calibration: CalibrationDataOptions
     @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
 
     @Flag(name: .customLong("act-order"), help: "gptq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
@@ -192,8 +186,8 @@ struct Qquant: ParsableCommand {
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
             if !isCalibrated {
-                for (flag, given) in [("--abits", abits != nil), ("--data", data != nil), ("--ids", ids != nil), ("--stats", stats != nil),
-                                      ("--act-order", actOrder), ("--chat", chat), ("--resume", resume)] where given {
+                for (flag, given) in [("--abits", abits != nil), ("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
+                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
                 }
             }
@@ -244,14 +238,13 @@ struct Qquant: ParsableCommand {
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
     func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
-        if data == nil && ids == nil && stats == nil {
+        if !calibration.given && stats == nil {
             throw UsageError("--algo \(algo) calibrates: give --data FILE (text) or --ids FILE (token ids)"
                              + (algo.lowercased() == "smoothquant" ? ", or --stats FILE from qcalib" : ""))
         }
-        let request = try CalibrationDataRequest(data: data, ids: ids, samples: samples, sequenceLength: seqlen, sampling: sampling,
-                                                 seed: seed, chat: chat)
+        let request = try calibration.request()
         var options = CalibratedOptions(quantize: quantize, data: request)
-        options.batchTokens = max(seqlen, batchTokens)
+        options.batchTokens = max(calibration.seqlen, batchTokens)
         options.restart = restart
         options.requireResume = resume
         if resume && restart { throw UsageError("--resume and --restart exclude each other") }
@@ -276,7 +269,7 @@ struct Qquant: ParsableCommand {
         if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
-            guard data == nil && ids == nil else { throw UsageError("--stats replaces --data/--ids") }
+            guard !calibration.given else { throw UsageError("--stats replaces --data/--ids") }
             return try StatisticsQuantizer.run(model: model, statistics: stats, output: output, algorithm: algorithm as! SmoothQuant,
                                                options: quantize, log: { if !quiet { logLine("qquant: " + $0) } })
         }

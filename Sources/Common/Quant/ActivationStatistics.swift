@@ -56,7 +56,7 @@ public final class InputStatistics: @unchecked Sendable {
                 var c = c0
                 while c + 8 <= c1 {
                     var m = UnsafeRawPointer(mx + c).loadUnaligned(as: SIMD8<Float>.self)
-                    var a = [Double](repeating: 0, count: 8), s = [Double](repeating: 0, count: 8)
+                    var a = SIMD8<Double>(), s = SIMD8<Double>()
                     var r = 0
                     while r < count {
                         var fa = SIMD8<Float>(), fs = SIMD8<Float>()
@@ -68,7 +68,8 @@ public final class InputStatistics: @unchecked Sendable {
                             fa += av
                             fs.addProduct(v, v)
                         }
-                        for l in 0..<8 { a[l] += Double(fa[l]); s[l] += Double(fs[l]) }
+                        a += SIMD8<Double>(fa)
+                        s += SIMD8<Double>(fs)
                         r = r1
                     }
                     UnsafeMutableRawPointer(mx + c).storeBytes(of: m, as: SIMD8<Float>.self)

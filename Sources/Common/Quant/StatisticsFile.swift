@@ -91,8 +91,7 @@ public enum StatisticsFile {
         guard t.shape == [count], case .dtype(.f32) = t.encoding else {
             throw CalibrationError("\(name) is \(t.encoding) \(t.shape), not F32 [\(count)]", path: file.path)
         }
-        let d = file.data(t)
-        return (0..<count).map { d.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        return try CheckpointWeights(file).float32(name).values
     }
 }
 
