@@ -8,6 +8,8 @@ public final class DecoderModel: @unchecked Sendable {
     private let finalNormWeight: FloatBuffer
     /// The run-time quantization of the linears' inputs the checkpoint asks for (W8A8), applied to every block.
     public let activationQuantization: ActivationQuantization?
+    /// The online Hadamard of down_proj's input a rotated checkpoint asks for (`qkit_rotation`), applied to every block.
+    public let onlineDownHadamard: Hadamard?
 
     /// Opens the model in `source`, reading `config.json` through the family descriptors and checking the
     /// global tensors. Loads OpenBLAS.
@@ -34,6 +36,7 @@ public final class DecoderModel: @unchecked Sendable {
         try source.readFloat32("model.norm.weight", rows: 0..<c.hiddenSize, into: norm.buffer)
         finalNormWeight = norm
         activationQuantization = Self.activationQuantization(json)
+        onlineDownHadamard = try Rotation.onlineDownHadamard(config: json, intermediateSize: c.intermediateSize, path: source.label)
         try BLAS.load()
     }
 
@@ -70,6 +73,7 @@ public final class DecoderModel: @unchecked Sendable {
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let b = try BlockWeights(source: source, config: config, layer: layer)
         b.activationQuantization = activationQuantization
+        b.onlineDownHadamard = onlineDownHadamard
         return b
     }
 
