@@ -46,6 +46,20 @@ struct Qquant: ParsableCommand {
             per-token dynamic int8 activations (--abits), which qeval simulates. With --stats FILE (a qcalib \
             statistics file, - for a pipe) it needs no calibration data.
 
+            ROTATION (QuaRot): --rotate first rewrites the model into an equivalent rotated one and then \
+            quantizes that with any algorithm (rtn, hqq, gptq, awq, smoothquant; --fake too): RMSNorm weights \
+            folded into the linears they feed and set to 1, tied embeddings untied (lm_head written), the \
+            residual stream rotated by Q = diag(s) H / sqrt(hidden) (H Hadamard, s random signs from \
+            --rotate-seed), a Hadamard per head between v_proj and o_proj. All of it is free at run time (an \
+            ordinary model). --rotate-online also multiplies down_proj by a Hadamard of the FFN width, which the \
+            runtime must apply to down_proj's input (recorded in config.json as qkit_rotation.online; qeval \
+            does it; not with awq). The rotated float model is staged in .DIR.qkit-rotated beside the output \
+            (the linears to quantize in f32) and removed at the end; --algo none writes just the rotated model \
+            (in its dtype or --dtype). Hadamard orders are 2^k times 1 or a Paley order (12, 20, 28, 36, 40, \
+            52, 60, 108, 140, ...); a size without one (e.g. 156, 172) exits 69 naming its factorization. \
+            --abits B (2 to 8) asks for per-token dynamic integer activations with a weight-only algorithm \
+            (W4A8, W4A4): recorded in the recipe, simulated by qeval; rotation is what makes them usable.
+
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
             continues after the last finished block and writes the same bytes as an uninterrupted run (a \
@@ -89,16 +103,19 @@ struct Qquant: ParsableCommand {
               qquant model/ --algo gptq --group 64 --act-order --data howto.txt --samples 32 --sampling first -o model-gptq/
               qquant model/ --algo awq --group 64 --data pile.txt -o model-awq/
               qcalib model/ --data pile.txt -o - | qquant model/ --algo smoothquant --stats - -o model-w8a8/
+              qquant model/ --rotate --group channel --abits 8 -o model-rot-w4a8/
+              qquant model/ --algo gptq --rotate-online --group 64 --data howto.txt -o model-rot-gptq/
+              qquant model/ --algo none --rotate -o model-rotated/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
             starting with # are ignored; a bad line is reported as FILE:LINE and exits 64.
 
             Exit status: 0 done; 64 usage (unknown format or algorithm, a group that does not divide K, a \
-            bad rule, a calibrated option without a calibrated algorithm); 65 bad input (a selected weight that \
+            bad rule, a calibrated option without a calibrated algorithm, --rotate-online with awq); 65 bad input (a selected weight that \
             is not floating point, an input that is already a qkit checkpoint, a malformed checkpoint, too few \
-            calibration tokens); 66 no input (or nothing to --resume); 69 not available yet or unsupported \
-            model family; 73 cannot create \
+            calibration tokens, a model already rotated); 66 no input (or nothing to --resume); 69 not available \
+            yet, unsupported model family, or no Hadamard matrix of a size --rotate needs; 73 cannot create \
             the output; 74 read or write failure (e.g. a full disk). See man 5 qkit for the output layout.
             """)
 

@@ -152,3 +152,30 @@ struct RotationToolTests {
         #expect(twice.status == 65 && twice.stderr.contains("already rotated"), "\(twice.stderr)")
     }
 }
+
+/// QuaRot on SmolLM2-135M with the release binaries (4 evaluation windows; the README has the full protocol).
+@Suite("qquant --rotate on the real model (release binaries)", .serialized)
+struct RotationRealModelTests {
+    func perplexity(_ model: String) throws -> Double {
+        let r = try Tool.run("qeval", [model, "--data", tutorial, "--seqlen", "512", "--windows", "4", "--json", "-q"], release: true)
+        #expect(r.status == 0, "\(r.stderr)")
+        return try json(r.stdout)["perplexity"] as? Double ?? .nan
+    }
+
+    @Test("the rotated float model (576 = 16·paley2(17), online 1536 = 128·paley1(11)) has the original's perplexity; W4A4 per channel is far better rotated")
+    func smolLM2() throws {
+        let m = try requireModel()
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, args) in [("rot", ["--algo", "none", "--rotate-online"]),
+                             ("w4a4", ["--group", "channel", "--abits", "4", "-q"]),
+                             ("rot-w4a4", ["--rotate-online", "--group", "channel", "--abits", "4", "-q"])] {
+            let r = try Tool.run("qquant", [m.f32] + args + ["-o", dir + "/" + name], release: true)
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+        }
+        let float = try perplexity(m.f32), rotated = try perplexity(dir + "/rot")
+        #expect(abs(rotated - float) / float < 1e-4, "rotated \(rotated) vs float \(float)")
+        let plain = try perplexity(dir + "/w4a4"), rot = try perplexity(dir + "/rot-w4a4")
+        #expect(rot < plain / 2, "W4A4: rotated \(rot) vs plain \(plain)")
+    }
+}
