@@ -48,6 +48,20 @@ struct Qquant: ParsableCommand {
             tokens of the (smoothed) input. With --stats FILE (a qcalib statistics file, - for a pipe) it needs \
             no calibration data.
 
+            ROTATION (QuaRot): --rotate first rewrites the model into an equivalent rotated one and then \
+            quantizes that with any algorithm (rtn, hqq, gptq, awq, smoothquant; --fake too): RMSNorm weights \
+            folded into the linears they feed and set to 1, tied embeddings untied (lm_head written), the \
+            residual stream rotated by Q = diag(s) H / sqrt(hidden) (H Hadamard, s random signs from \
+            --rotate-seed), a Hadamard per head between v_proj and o_proj. All of it is free at run time (an \
+            ordinary model). --rotate-online also multiplies down_proj by a Hadamard of the FFN width, which the \
+            runtime must apply to down_proj's input (recorded in config.json as qkit_rotation.online; qeval \
+            does it; not with awq). The rotated float model is staged in .DIR.qkit-rotated beside the output \
+            (the linears to quantize in f32) and removed at the end; --algo none writes just the rotated model \
+            (in its dtype or --dtype). Hadamard orders are 2^k times 1 or a Paley order (12, 20, 28, 36, 40, \
+            52, 60, 108, 140, ...); a size without one (e.g. 156, 172) exits 69 naming its factorization. \
+            --abits B (2 to 8) asks for per-token dynamic integer activations with a weight-only algorithm \
+            (W4A8, W4A4): recorded in the recipe, simulated by qeval; rotation is what makes them usable.
+
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
             continues after the last finished block and writes the same bytes as an uninterrupted run (a \
@@ -91,23 +105,26 @@ struct Qquant: ParsableCommand {
               qquant model/ --algo gptq --group 64 --act-order --data howto.txt --samples 32 --sampling first -o model-gptq/
               qquant model/ --algo awq --group 64 --data pile.txt -o model-awq/
               qcalib model/ --data pile.txt -o - | qquant model/ --algo smoothquant --stats - -o model-w8a8/
+              qquant model/ --rotate --group channel --abits 8 -o model-rot-w4a8/
+              qquant model/ --algo gptq --rotate-online --group 64 --data howto.txt -o model-rot-gptq/
+              qquant model/ --algo none --rotate -o model-rotated/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
             starting with # are ignored; a bad line is reported as FILE:LINE and exits 64.
 
             Exit status: 0 done; 64 usage (unknown format or algorithm, a group that does not divide K, a \
-            bad rule, a calibrated option without a calibrated algorithm); 65 bad input (a selected weight that \
+            bad rule, a calibrated option without a calibrated algorithm, --rotate-online with awq); 65 bad input (a selected weight that \
             is not floating point, an input that is already a qkit checkpoint, a malformed checkpoint, too few \
-            calibration tokens); 66 no input (or nothing to --resume); 69 not available yet or unsupported \
-            model family; 73 cannot create \
+            calibration tokens, a model already rotated); 66 no input (or nothing to --resume); 69 not available \
+            yet, unsupported model family, or no Hadamard matrix of a size --rotate needs; 73 cannot create \
             the output; 74 read or write failure (e.g. a full disk). See man 5 qkit for the output layout.
             """)
 
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn, hqq, awq, gptq or smoothquant (qoq, svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant, or none (with --rotate: the rotated float model only; qoq, svdquant: not available yet).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
@@ -146,7 +163,7 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits for smoothquant (W8A8: 8, the default; per-token dynamic, simulated by qeval).") var abits: Int?
+    @Option(help: "Activation bits (2 to 8): per-token dynamic symmetric integers, recorded in the recipe and simulated by qeval (smoothquant: 8 by default; rtn, hqq, gptq, awq: none by default).") var abits: Int?
     @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
 
     @OptionGroup var calibration: CalibrationDataOptions
@@ -160,6 +177,9 @@ struct Qquant: ParsableCommand {
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
     @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
+    @Flag(help: "Rotate the model first (QuaRot, offline and free at run time): RMSNorm weights folded, embeddings untied, a randomized Hadamard on the residual stream, a Hadamard per head between v_proj and o_proj.") var rotate = false
+    @Option(name: .customLong("rotate-seed"), help: "Seed of the residual rotation's random signs (default: a fixed seed).") var rotateSeed: UInt64?
+    @Flag(name: .customLong("rotate-online"), help: "--rotate plus the online Hadamard before down_proj: its weights multiplied by H, its input transformed at run time (recorded in config.json; qeval does it, other runtimes must).") var rotateOnline = false
     @Flag(help: "Fail unless an interrupted run of this command left progress to continue.") var resume = false
     @Flag(help: "Discard the progress of an interrupted run of this command and start over.") var restart = false
 
@@ -180,6 +200,8 @@ struct Qquant: ParsableCommand {
 
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
+    var rotating: Bool { rotate || rotateOnline }
+
     func run() throws {
         if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
@@ -188,14 +210,42 @@ struct Qquant: ParsableCommand {
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
+            if let abits, !(2...8).contains(abits) { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+            if rotateSeed != nil && !rotating { throw UsageError("--rotate-seed goes with --rotate") }
+            if algo.lowercased() == "none" { return try writeRotated() }
             if !isCalibrated {
-                for (flag, given) in [("--abits", abits != nil), ("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
+                for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
                                       ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
             options.fake = fake
+            if let abits, algo.lowercased() != "smoothquant" {
+                options.recipe.record["activation_format"] = ActivationQuantization(bits: abits).json
+            }
+            // Rotation: the rotated float model is written beside the output (quantized linears in f32, the rest
+            // in its dtype) and quantized like any model; the recipe records the rotation.
+            var source = model
+            var staging: String?
+            defer { if let staging { removeTree(staging) } }
+            if rotating {
+                if stats != nil { throw UsageError("--stats holds statistics of the unrotated model; calibrate the rotated one with --data/--ids") }
+                if rotateOnline && algo.lowercased() == "awq" {
+                    throw UsageError("--rotate-online does not go with awq (its down_proj scales cannot be folded through the online Hadamard); use --rotate")
+                }
+                let original = try Checkpoint(path: model)
+                if fake && dtype == nil, let d = original.tensors.first(where: { QuantRecipe.isDecoderLinear($0.name) })?.encoding,
+                   case .dtype(let t) = d { options.fakeDType = t }
+                let path = Self.hiddenPath(beside: output, suffix: "qkit-rotated")
+                removeTree(path)
+                staging = path
+                let recipe = options.recipe
+                let (rotated, seconds) = try rotateModel(original, to: path) { name, d, shape in recipe.scheme(for: name, shape: shape) != nil ? .f32 : d }
+                options.recipe.record["rotation"] = rotated.record
+                if !quiet { logLine("qquant: rotated \(model) (hidden \(rotated.residual.order) = \(rotated.residual.description)) in \(fixedDecimals(seconds, 2)) s") }
+                source = path
+            }
             if let dtype {
                 guard fake else { throw UsageError("--dtype applies to --fake output only") }
                 guard let d = ["f32": DType.f32, "f16": .f16, "bf16": .bf16][dtype.lowercased()] else {
@@ -206,7 +256,7 @@ struct Qquant: ParsableCommand {
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
             if isCalibrated {
-                let report = try runCalibrated(options)
+                let report = try runCalibrated(options, model: source)
                 if json {
                     var o = report.quantize.json.objectValue!
                     o["algorithm"] = .string(algo.lowercased())
@@ -214,6 +264,7 @@ struct Qquant: ParsableCommand {
                     o["data_hash"] = .string(report.dataHash)
                     o["resumed_at_block"] = .int(report.resumedAt)
                     o["block_seconds"] = .array(report.blockSeconds.map { .double(($0 * 1000).rounded() / 1000) })
+                    if let r = options.recipe.record["rotation"] { o["rotation"] = r }
                     print(JSONValue.object(o).serialized(indent: 2))
                 } else if !quiet {
                     print("\(output): \(algo.lowercased()) on \(report.tokens) calibration tokens, quantized \(report.quantize.quantized.count) weights, "
@@ -222,12 +273,14 @@ struct Qquant: ParsableCommand {
                 return
             }
             let progress = quiet || isatty(2) == 0 ? nil : ProgressLine()
-            let report = try QKitQuantizer.run(model: model, output: output, options: options,
+            let report = try QKitQuantizer.run(model: source, output: output, options: options,
                                                progress: progress.map { p in { p.update($0, $1) } },
                                                log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
             progress?.finish()
             if json {
-                print(report.json.serialized(indent: 2))
+                var o = report.json.objectValue!
+                if let r = options.recipe.record["rotation"] { o["rotation"] = r }
+                print(JSONValue.object(o).serialized(indent: 2))
             } else if !quiet {
                 var counts: [String: Int] = [:]
                 for q in report.quantized { counts[q.scheme.description, default: 0] += 1 }
@@ -240,7 +293,7 @@ struct Qquant: ParsableCommand {
     }
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
-    func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
+    func runCalibrated(_ quantize: QuantizeOptions, model: String) throws -> CalibrationEngine.Report {
         if !calibration.given && stats == nil {
             throw UsageError("--algo \(algo) calibrates: give --data FILE (text) or --ids FILE (token ids)"
                              + (algo.lowercased() == "smoothquant" ? ", or --stats FILE from qcalib" : ""))
@@ -264,12 +317,9 @@ struct Qquant: ParsableCommand {
             algorithm = GPTQ(solver: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder))
         default:
             guard alpha >= 0, alpha <= 1 else { throw UsageError("--alpha must be in [0, 1]") }
-            let bits = abits ?? 8
-            guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
-            algorithm = SmoothQuant(alpha: alpha, activationBits: bits, staticActivations: staticActivations)
+            algorithm = SmoothQuant(alpha: alpha, activationBits: abits ?? 8, staticActivations: staticActivations)
         }
         if algo.lowercased() != "smoothquant" && staticActivations { throw UsageError("--static-activations goes with smoothquant") }
-        if algo.lowercased() != "smoothquant" && abits != nil { throw UsageError("--abits goes with smoothquant (weight-only \(algo))") }
         if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
@@ -281,12 +331,60 @@ struct Qquant: ParsableCommand {
                                          log: { if !quiet { logLine("qquant: " + $0) } })
     }
 
+    /// The rotation the options ask for.
+    var rotationOptions: RotationOptions {
+        RotationOptions(seed: rotateSeed ?? RotationOptions.defaultSeed, onlineDown: rotateOnline)
+    }
+
+    /// Writes the rotated float model of `original` into `path`; returns the rotation and the seconds it took.
+    func rotateModel(_ original: Checkpoint, to path: String, dtype: (String, DType, [Int]) -> DType) throws -> (RotatedWeights, Double) {
+        let rotated = try Rotation.apply(to: CheckpointWeights(original), options: rotationOptions)
+        guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
+        let report = try Rotation.write(rotated, checkpoint: original, to: path, dtype: dtype, maxShardSize: shard)
+        return (rotated, report.seconds)
+    }
+
+    /// `--algo none`: only the rotation, written as a float model (its dtype, or --dtype).
+    func writeRotated() throws {
+        guard rotating else { throw UsageError("--algo none writes the rotated float model: give --rotate (or --rotate-online)") }
+        for (flag, given) in [("--wbits", wbits != nil), ("--group", group != nil), ("--abits", abits != nil), ("--data", calibration.data != nil),
+                              ("--ids", calibration.ids != nil), ("--stats", stats != nil), ("--fake", fake), ("--rule", !rules.isEmpty),
+                              ("--rules", rulesFile != nil), ("--skip", !skips.isEmpty), ("--act-order", actOrder), ("--resume", resume)] where given {
+            throw UsageError("\(flag) does not go with --algo none (no quantization)")
+        }
+        var target: DType?
+        if let dtype {
+            guard let d = ["f32": DType.f32, "f16": .f16, "bf16": .bf16][dtype.lowercased()] else {
+                throw UsageError("--dtype: '\(dtype)' is not f32, f16 or bf16")
+            }
+            target = d
+        }
+        let original = try Checkpoint(path: model)
+        let (rotated, seconds) = try rotateModel(original, to: output) { _, d, _ in target ?? d }
+        if json {
+            print(JSONValue.object(JSONObject([("rotation", rotated.record), ("seconds", .double((seconds * 1000).rounded() / 1000))])).serialized(indent: 2))
+        } else if !quiet {
+            print("\(output): rotated float model (hidden \(rotated.residual.order) = \(rotated.residual.description)"
+                  + "\(rotated.down.map { ", online down_proj \($0.order) = \($0.description)" } ?? "")) in \(fixedDecimals(seconds, 2)) s")
+        }
+    }
+
+    /// `DIR/.NAME.SUFFIX` beside `output`.
+    static func hiddenPath(beside output: String, suffix: String) -> String {
+        var p = output
+        while p.count > 1, p.hasSuffix("/") { p.removeLast() }
+        let slash = p.lastIndex(of: "/")
+        let dir = slash.map { String(p[..<$0]) } ?? "."
+        let base = slash.map { String(p[p.index(after: $0)...]) } ?? p
+        return "\(dir.isEmpty ? "/" : dir)/.\(base).\(suffix)"
+    }
+
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
         let name = algo.lowercased()
         let base = isCalibrated ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant; qoq, svdquant later)")
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, none with --rotate; qoq, svdquant later)")
         }
         let defaultBits = name == "smoothquant" ? 8 : 4
         guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {

@@ -146,6 +146,9 @@ public final class BlockWeights: @unchecked Sendable {
 
     /// How the inputs of the linears are quantized at run time (W8A8 checkpoints), `nil` for float activations.
     public var activationQuantization: ActivationQuantization?
+    /// The online Hadamard of a rotated checkpoint (`qkit_rotation.online.down_proj`): down_proj's input is
+    /// transformed `a ← a·H/√I` as `mlpActivation` produces it (before it is observed or quantized); `nil` for none.
+    public var onlineDownHadamard: Hadamard?
 
     /// Runs the block on `hidden` (`[tokens × hidden]`, updated in place: the residual stream).
     public func forward(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding, observer: (any BlockObserver)? = nil) {
@@ -212,7 +215,7 @@ public final class BlockWeights: @unchecked Sendable {
         }
     }
 
-    /// `silu(gate_proj(n2)) · up_proj(n2)` with `n2 = post_attention_layernorm(x)` for the `rows.count` rows at
+    /// `silu(gate_proj(n2)) · up_proj(n2)` (times the online Hadamard, when there is one: down_proj's input) with `n2 = post_attention_layernorm(x)` for the `rows.count` rows at
     /// `x` (rows `rows` of the batch: what the observer is told), written to `act` (`rows.count × intermediate`).
     /// `n2` is observed as `.mlp`.
     public func mlpActivation(_ x: UnsafePointer<Float>, rows: Range<Int>, into act: UnsafeMutablePointer<Float>,
@@ -233,6 +236,7 @@ public final class BlockWeights: @unchecked Sendable {
                 Kernels.siluMultiply(gate: a, up: gp + r * 2 * i + i, count: i, serial: true)
             }
         }
+        onlineDownHadamard?.transformRows(act, rows: n)
     }
 
     /// `x += down_proj(act)` for `rows.count` rows; `act` is observed as `.mlpHidden` (and quantized in place

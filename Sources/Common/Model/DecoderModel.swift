@@ -10,6 +10,8 @@ public final class DecoderModel: @unchecked Sendable {
     public let activationQuantization: ActivationQuantization?
     /// Whether the activation scales are static, one per linear input, read from each block's `P.input_scale`.
     public let staticActivationScales: Bool
+    /// The online Hadamard of down_proj's input a rotated checkpoint asks for (`qkit_rotation`), applied to every block.
+    public let onlineDownHadamard: Hadamard?
 
     /// Opens the model in `source`, reading `config.json` through the family descriptors and checking the
     /// global tensors. Loads OpenBLAS.
@@ -38,6 +40,7 @@ public final class DecoderModel: @unchecked Sendable {
         let activations = Self.activationQuantization(json)
         activationQuantization = activations?.quantization
         staticActivationScales = activations?.isStatic ?? false
+        onlineDownHadamard = try Rotation.onlineDownHadamard(config: json, intermediateSize: c.intermediateSize, path: source.label)
         try BLAS.load()
     }
 
@@ -87,6 +90,7 @@ public final class DecoderModel: @unchecked Sendable {
                 b.activationQuantization?.staticScales[input] = values[0]
             }
         }
+        b.onlineDownHadamard = onlineDownHadamard
         return b
     }
 

@@ -42,6 +42,7 @@ public enum QKitConfig {
             ("modules", .object(moduleMap)), ("tool", "qquant"), ("tool_version", .string(QuantRecipe.toolVersion)),
         ])
         if fake { o["fake"] = .bool(true) }
+        for (key, value) in recipe.record.members { o[key] = value }
         return .object(o)
     }
 

@@ -47,6 +47,9 @@ public struct QuantRecipe: Sendable {
     public var defaultScheme: QuantScheme
     public var rules: [QuantRule]
     public var skips: [QuantRule]
+    /// Members added to (or replacing) the recorded recipe: `rotation` (a QuaRot rotation applied first),
+    /// `activation_format` (run-time activation quantization asked for with a weight-only algorithm).
+    public var record = JSONObject()
 
     /// The version string recorded in `quantization_config.tool_version`.
     public static let toolVersion = "0.1.0"
