@@ -144,8 +144,8 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits for smoothquant (W8A8: 8, the default; per-token dynamic, simulated by qeval).") var abits: Int?
-    @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
+    @Option(help: "Activation bits, per-token dynamic symmetric INT, recorded for qeval to simulate (any algorithm; smoothquant and qoq: 8 by default).") var abits: Int?
+    @Option(help: "KV-cache bits: 4 or 8 (asymmetric INT per head per token, dynamic, recorded for qeval to simulate), 16 for a float cache (qoq: 4 by default).") var kvbits: Int?
 
     @OptionGroup var calibration: CalibrationDataOptions
     @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
@@ -181,12 +181,11 @@ struct Qquant: ParsableCommand {
         if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
         }
-        if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
             if !isCalibrated {
-                for (flag, given) in [("--abits", abits != nil), ("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
+                for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
                                       ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
                 }
@@ -202,6 +201,15 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
+            if let abits {
+                guard (2...8).contains(abits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+                options.activationQuantization = ActivationQuantization(bits: abits)
+            }
+            switch kvbits ?? (algo.lowercased() == "qoq" ? 4 : 16) {
+            case 16: break
+            case let b where b == 4 || b == 8: options.kvCache = KVCacheQuantization(bits: b)
+            default: throw UsageError("--kvbits: \(kvbits!) is not 4, 8 or 16 (a float cache)")
+            }
             if isCalibrated {
                 let report = try runCalibrated(options)
                 if json {
@@ -265,7 +273,6 @@ struct Qquant: ParsableCommand {
             guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
             algorithm = SmoothQuant(alpha: alpha, activationBits: bits)
         }
-        if algo.lowercased() != "smoothquant" && abits != nil { throw UsageError("--abits goes with smoothquant (weight-only \(algo))") }
         if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }

@@ -8,6 +8,8 @@ public final class DecoderModel: @unchecked Sendable {
     private let finalNormWeight: FloatBuffer
     /// The run-time quantization of the linears' inputs the checkpoint asks for (W8A8), applied to every block.
     public let activationQuantization: ActivationQuantization?
+    /// The KV-cache quantization the checkpoint records (`kv_cache_format`), applied to every block.
+    public let kvCacheQuantization: KVCacheQuantization?
 
     /// Opens the model in `source`, reading `config.json` through the family descriptors and checking the
     /// global tensors. Loads OpenBLAS.
@@ -34,6 +36,7 @@ public final class DecoderModel: @unchecked Sendable {
         try source.readFloat32("model.norm.weight", rows: 0..<c.hiddenSize, into: norm.buffer)
         finalNormWeight = norm
         activationQuantization = Self.activationQuantization(json)
+        kvCacheQuantization = Self.kvCacheQuantization(json)
         try BLAS.load()
     }
 
@@ -70,7 +73,35 @@ public final class DecoderModel: @unchecked Sendable {
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let b = try BlockWeights(source: source, config: config, layer: layer)
         b.activationQuantization = activationQuantization
+        if var kv = kvCacheQuantization {
+            if !kv.isDynamic && kv.scales == nil {
+                // Static scales are per layer: `self_attn.k_scale`, `v_scale`, one value or one per KV head.
+                let n = kv.granularity == .tensor ? 1 : config.kvHeadCount
+                func read(_ part: String) throws -> [Float] {
+                    let name = BlockWeights.prefix(layer) + "self_attn." + part
+                    let found = try source.shape(of: name)
+                    guard found.reduce(1, *) == n else { throw ModelError.shapeMismatch(path: source.label, tensor: name, expected: [n], found: found) }
+                    var v = [Float](repeating: 0, count: n)
+                    try v.withUnsafeMutableBufferPointer { try source.readFloat32(name, rows: 0..<(found.first ?? 1), into: $0) }
+                    return v
+                }
+                kv = kv.with(scales: KVCacheQuantization.StaticScales(key: try read("k_scale"), value: try read("v_scale")))
+                do { try kv.validate(kvHeads: config.kvHeadCount) } catch {
+                    throw ModelError.badConfig(path: source.label, key: "layer \(layer) k_scale/v_scale", why: error.message)
+                }
+            }
+            b.kvCacheQuantization = kv
+        }
         return b
+    }
+
+    /// The KV-cache quantization `config.json` records: qkit's `kv_cache_format` (also in a fake-quantized
+    /// model's recipe).
+    static func kvCacheQuantization(_ config: JSONValue) -> KVCacheQuantization? {
+        for key in ["quantization_config", QKitConfig.fakeKey] {
+            if let k = KVCacheQuantization(json: config[key]?["kv_cache_format"]) { return k }
+        }
+        return nil
     }
 
     /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized

@@ -245,12 +245,13 @@ public enum CalibrationEngine {
         report.bytesRead = ck.dataBytes
         report.bytesWritten = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
 
-        var config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: modules, fake: options.fake)
+        var config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: modules, fake: options.fake,
+                                                 activation: options.activationQuantization, kvCache: options.kvCache)
         let key = options.fake ? QKitConfig.fakeKey : "quantization_config"
         if var o = config.objectValue, var q = o[key]?.objectValue {
             q["algorithm"] = .string(algorithm.name)
             q["calibration"] = .object(calibration)
-            if let a = algorithm.activationQuantization { q["activation_format"] = a.json }
+            if options.activationQuantization == nil, let a = algorithm.activationQuantization { q["activation_format"] = a.json }
             o[key] = .object(q)
             config = .object(o)
         }

@@ -46,9 +46,14 @@ public enum QKitConfig {
     }
 
     /// The output `config.json`: the input's members with the recipe added (replacing an older one).
-    public static func outputConfig(_ input: JSONValue?, recipe: QuantRecipe, items: [(String, QuantScheme)], fake: Bool) throws -> JSONValue {
+    /// `activation` and `kvCache`, when given, are recorded as `activation_format` and `kv_cache_format`.
+    public static func outputConfig(_ input: JSONValue?, recipe: QuantRecipe, items: [(String, QuantScheme)], fake: Bool,
+                                    activation: ActivationQuantization? = nil, kvCache: KVCacheQuantization? = nil) throws -> JSONValue {
         var o = input?.objectValue ?? JSONObject()
-        o[fake ? fakeKey : "quantization_config"] = recipeObject(recipe, modules: items.map { (prefix: $0.0, scheme: $0.1) }, fake: fake)
+        var r = recipeObject(recipe, modules: items.map { (prefix: $0.0, scheme: $0.1) }, fake: fake).objectValue!
+        if let activation { r["activation_format"] = activation.json }
+        if let kvCache { r["kv_cache_format"] = kvCache.json }
+        o[fake ? fakeKey : "quantization_config"] = .object(r)
         return .object(o)
     }
 

@@ -47,6 +47,11 @@ public struct QuantizeOptions: Sendable {
     public var maxShardSize = 5_000_000_000
     /// Settings of the HQQ solver.
     public var hqq = HQQ.Settings()
+    /// Run-time activation quantization to record (`activation_format`, e.g. A8 beside 4-bit weights), or `nil`
+    /// (a calibrated algorithm may record its own).
+    public var activationQuantization: ActivationQuantization?
+    /// KV-cache quantization to record (`kv_cache_format`), or `nil`.
+    public var kvCache: KVCacheQuantization?
     public init(recipe: QuantRecipe) { self.recipe = recipe }
 }
 
@@ -158,7 +163,7 @@ public enum QKitQuantizer {
         let dir = ck.directory!
         let config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: items.compactMap { i in
             i.scheme.map { (String(i.tensor.name.dropLast(".weight".count)), $0) }
-        }, fake: options.fake)
+        }, fake: options.fake, activation: options.activationQuantization, kvCache: options.kvCache)
         try writeSmallFile(out.stagedPath("config.json"), config.serialized(indent: 2) + "\n")
         try copyModelFiles(from: dir, to: out)
         report.files = listDirectory(out.stagingPath)
