@@ -139,8 +139,8 @@ public final class QKitWeights: WeightSource, @unchecked Sendable {
             }
             let (n, k) = (t.shape[0], t.shape[1])
             guard let s = ck[p + ".weight_scale"] else { throw fail("\(t.name) has no \(p).weight_scale") }
-            guard s.shape.count == 2, let sd = dtype(s), [.f32, .f16, .bf16, .f8E4M3, .f8E8M0].contains(sd) else {
-                throw fail("\(s.name): scales must be a 2-D F32, F16, BF16, F8_E4M3 or F8_E8M0 tensor")
+            guard s.shape.count == 2, let sd = dtype(s), [.f32, .f16, .bf16, .f8E4M3, .f8E8M0, .i8].contains(sd) else {
+                throw fail("\(s.name): scales must be a 2-D F32, F16, BF16, F8_E4M3, F8_E8M0 or I8 (progressive) tensor")
             }
             let (sr, sc) = (s.shape[0], s.shape[1])
             guard sr == 1 || sr == n, sc >= 1, sc <= max(k, 1) else { throw fail("\(s.name): shape [\(sr), \(sc)] does not fit codes [\(n), \(k)]") }
@@ -171,7 +171,8 @@ public final class QKitWeights: WeightSource, @unchecked Sendable {
                 throw fail("\(s.name): \(sc) groups do not divide K = \(k)")
             }
             if let m = modules[p] {
-                guard m.codeDType == qd, m.format.info.scaleDType == sd, (m.zeroPointDType == nil) == (v.zero == nil) else {
+                guard m.codeDType == qd, m.scaleDType == sd, (m.zeroPointDType == nil) == (v.zero == nil),
+                      !m.progressive || v.scale2 != nil else {
                     throw fail("\(p): stored tensors do not match the recorded scheme \(m)")
                 }
             }
