@@ -173,13 +173,13 @@ struct Qquant: ParsableCommand {
     var quiet = false
 
     /// The calibrated algorithms (`--algo` names).
-    static let calibrated = ["awq", "gptq", "smoothquant"]
+    static let calibrated = ["awq", "gptq", "smoothquant", "qoq"]
 
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
     func run() throws {
-        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
-            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
+        if ["svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq, smoothquant or qoq")
         }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
@@ -187,7 +187,7 @@ struct Qquant: ParsableCommand {
             if !isCalibrated {
                 for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
                                       ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
-                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
+                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant or qoq), not \(algo)")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
@@ -267,13 +267,22 @@ struct Qquant: ParsableCommand {
             guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
             guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
             algorithm = GPTQ(solver: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder))
+        case "qoq":
+            guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
+            guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
+            var q = QoQ(gptq: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder),
+                        perChannel: quantize.recipe.defaultScheme.granularity == .channel)
+            let bits = abits ?? 8
+            guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+            q.activationBits = bits
+            algorithm = q
         default:
             guard alpha >= 0, alpha <= 1 else { throw UsageError("--alpha must be in [0, 1]") }
             let bits = abits ?? 8
             guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
             algorithm = SmoothQuant(alpha: alpha, activationBits: bits)
         }
-        if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
+        if !["gptq", "qoq"].contains(algo.lowercased()) && actOrder { throw UsageError("--act-order goes with gptq or qoq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
             guard !calibration.given else { throw UsageError("--stats replaces --data/--ids") }
@@ -289,7 +298,7 @@ struct Qquant: ParsableCommand {
         let name = algo.lowercased()
         let base = isCalibrated ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant; qoq, svdquant later)")
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, qoq; svdquant later)")
         }
         let defaultBits = name == "smoothquant" ? 8 : 4
         guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {
@@ -319,8 +328,14 @@ struct Qquant: ParsableCommand {
         }
         // AWQ's reference setting is asymmetric (zero points); everything else defaults to symmetric.
         let defaultSymmetric: Bool? = name == "awq" && f.info.allowsAsymmetric ? false : nil
-        let scheme = QuantScheme(format: f, granularity: granularity, symmetric: symmetric ? true : (asymmetric ? false : defaultSymmetric),
-                                 algorithm: clipAlgorithm)
+        // QoQ: asymmetric; with groups of a 2-4 bit integer format, QServe's progressive grid.
+        var progressive = false
+        if name == "qoq" {
+            if case .int(let b) = f, b <= 4, case .group = granularity ?? f.info.defaultGranularity { progressive = true }
+        }
+        let scheme = QuantScheme(format: f, granularity: granularity,
+                                 symmetric: symmetric ? true : (asymmetric ? false : (name == "qoq" ? false : defaultSymmetric)),
+                                 algorithm: clipAlgorithm, progressive: progressive && clipAlgorithm == .rtn)
         try scheme.validate()
         var all: [QuantRule] = []
         for r in rules { all.append(try QuantRule(parsing: r)) }

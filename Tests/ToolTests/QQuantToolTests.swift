@@ -56,7 +56,9 @@ struct QQuantToolTests {
         let cases: [([String], Int32, String)] = [
             (["--format", "q4_k"], 64, "unknown format 'q4_k'"),
             (["--algo", "magic"], 64, "unknown algorithm 'magic'"),
-            (["--algo", "qoq"], 69, "issue 7"),
+            (["--algo", "svdquant"], 69, "issue 7"),
+            (["--algo", "qoq", "--group", "32"], 64, "--data"),
+            (["--algo", "qoq", "--group", "32", "--sym", "--ids", out + "/file"], 64, "prog (progressive) is asymmetric"),
             (["--algo", "awq", "--group", "32"], 64, "--data"),
             (["--algo", "hqq", "--sym"], 64, "hqq is asymmetric"),
             (["--group", "48"], 64, "group 48 does not divide K = "),
