@@ -11,9 +11,9 @@ struct Qquant: ParsableCommand {
         abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
         discussion: """
             Algorithms: the data-free rtn (round to nearest, optionally with an MSE clipping search, --clip mse) \
-            and hqq (half-quadratic, float zero points); the calibrated awq, gptq and smoothquant, which run \
-            calibration text through the model on the CPU, one decoder block at a time (qoq and svdquant exit \
-            with status 69 until they land).
+            and hqq (half-quadratic, float zero points); the calibrated awq, gptq, smoothquant and qoq, which \
+            run calibration text through the model on the CPU, one decoder block at a time (svdquant exits \
+            with status 69 until it lands).
 
             CALIBRATION: --data FILE (text, tokenized with the model's tokenizer; with --chat each line or JSONL \
             record is rendered through the model's chat template first) or --ids FILE (as qeval --tokenize \
@@ -46,6 +46,23 @@ struct Qquant: ParsableCommand {
             per-token dynamic int8 activations (--abits), which qeval simulates. With --stats FILE (a qcalib \
             statistics file, - for a pipe) it needs no calibration data.
 
+            qoq (QServe's W4A8KV4; default int4, asymmetric, g128 on the progressive grid int4:g128:asym:prog, \
+            --group channel for int4 per channel): per block one full-precision forward gathers the post-RoPE \
+            key maxima and the input maxima of o_proj and down_proj; SmoothAttention scales every key channel \
+            by 1/sqrt(max|K|) and the matching query channels by sqrt(max|K|) (RoPE pairs and the query heads of \
+            a KV group share one; Qwen3's q_norm/k_norm take it); the input channels of down_proj (with \
+            gate/up rows) and of o_proj (within heads, with v_proj rows) are reordered by decreasing maximum; \
+            down_proj is smoothed (s = max|x|^0.3 / max|W|^0.7, per channel 0.1/0.9) into up_proj; then GPTQ \
+            (--damp, --block-size, --act-order) on the grid. Every transform is exact in float. The recipe \
+            records int8 per-token activations (--abits) and a KV4 cache (--kvbits; 16 for a float cache), \
+            which qeval simulates. The progressive grid: a per-row F32 scale to the int8 range [-119, 119], \
+            then uint4 per group with integer (I8) scales and U8 zeros whose grid dequantizes into int8 (man 5 \
+            qkit). The residual-stream rotation of QServe is not applied.
+
+            --abits B and --kvbits 4|8 go with any algorithm: they only record activation_format (int B per \
+            token, dynamic) and kv_cache_format (asymmetric int per head per token, dynamic), which qeval \
+            simulates.
+
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
             continues after the last finished block and writes the same bytes as an uninterrupted run (a \
@@ -60,7 +77,8 @@ struct Qquant: ParsableCommand {
 
             SCHEME is keep, or FORMAT[:OPTION]... with FORMAT one of int2..int8, fp8, fp8e5m2, fp4, nvfp4, \
             mxfp4, mxfp8 and OPTIONs gN (groups of N along the input dimension), ch (per output channel), \
-            tensor, sym, asym, rtn, mse, hqq. Examples: int4:g64:asym, int8:ch, int3:g64:hqq, fp8, nvfp4.
+            tensor, sym, asym, rtn, mse, hqq, prog (QServe's progressive grid, int2..int4 asym groups). \
+            Examples: int4:g64:asym, int8:ch, int3:g64:hqq, fp8, nvfp4, int4:g128:prog.
 
             The output is a qkit checkpoint (man 5 qkit): P.weight becomes P.weight_q (codes, one per \
             element), P.weight_scale and, as the format needs, P.weight_zero_point and \
@@ -89,6 +107,8 @@ struct Qquant: ParsableCommand {
               qquant model/ --algo gptq --group 64 --act-order --data howto.txt --samples 32 --sampling first -o model-gptq/
               qquant model/ --algo awq --group 64 --data pile.txt -o model-awq/
               qcalib model/ --data pile.txt -o - | qquant model/ --algo smoothquant --stats - -o model-w8a8/
+              qquant model/ --algo qoq --data howto.txt --samples 32 --sampling first -o model-w4a8kv4/
+              qquant model/ --group 128 --rule '_proj=int4:g128:prog' --abits 8 --kvbits 4 -o model-rtn-w4a8kv4/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
@@ -105,7 +125,7 @@ struct Qquant: ParsableCommand {
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn, hqq, awq, gptq or smoothquant (qoq, svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant or qoq (svdquant: not available yet).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
@@ -150,9 +170,9 @@ struct Qquant: ParsableCommand {
     @OptionGroup var calibration: CalibrationDataOptions
     @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
 
-    @Flag(name: .customLong("act-order"), help: "gptq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
-    @Option(help: "gptq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
-    @Option(name: .customLong("block-size"), help: "gptq: columns per lazy-update block.") var blockSize = 128
+    @Flag(name: .customLong("act-order"), help: "gptq, qoq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
+    @Option(help: "gptq, qoq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
+    @Option(name: .customLong("block-size"), help: "gptq, qoq: columns per lazy-update block.") var blockSize = 128
     @Option(help: "smoothquant: migration strength alpha.") var alpha: Float = 0.5
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
