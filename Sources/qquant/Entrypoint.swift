@@ -43,8 +43,10 @@ struct Qquant: ParsableCommand {
 
             smoothquant (default int8 per channel, W8A8): s = max|x|^alpha / max|W|^(1-alpha) (--alpha, 0.5) \
             folded into input_layernorm (q/k/v) and post_attention_layernorm (gate/up); the recipe records \
-            per-token dynamic int8 activations (--abits), which qeval simulates. With --stats FILE (a qcalib \
-            statistics file, - for a pipe) it needs no calibration data.
+            per-token dynamic int8 activations (--abits), which qeval simulates; --static-activations instead \
+            stores one scale per linear input, P.input_scale = 2*max|x|/(2^abits - 1) over the calibration \
+            tokens of the (smoothed) input. With --stats FILE (a qcalib statistics file, - for a pipe) it needs \
+            no calibration data.
 
             qoq (QServe's W4A8KV4; default int4, asymmetric, g128 on the progressive grid int4:g128:asym:prog, \
             --group channel for int4 per channel): per block one full-precision forward gathers the post-RoPE \
@@ -174,6 +176,7 @@ struct Qquant: ParsableCommand {
     @Option(help: "gptq, qoq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
     @Option(name: .customLong("block-size"), help: "gptq, qoq: columns per lazy-update block.") var blockSize = 128
     @Option(help: "smoothquant: migration strength alpha.") var alpha: Float = 0.5
+    @Flag(name: .customLong("static-activations"), help: "smoothquant: one calibrated activation scale per linear input (P.input_scale) instead of per-token dynamic scales.") var staticActivations = false
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
     @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
@@ -206,7 +209,7 @@ struct Qquant: ParsableCommand {
         try runTool("qquant") {
             if !isCalibrated {
                 for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
-                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
+                                      ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant or qoq), not \(algo)")
                 }
             }
@@ -300,8 +303,9 @@ struct Qquant: ParsableCommand {
             guard alpha >= 0, alpha <= 1 else { throw UsageError("--alpha must be in [0, 1]") }
             let bits = abits ?? 8
             guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
-            algorithm = SmoothQuant(alpha: alpha, activationBits: bits)
+            algorithm = SmoothQuant(alpha: alpha, activationBits: bits, staticActivations: staticActivations)
         }
+        if algo.lowercased() != "smoothquant" && staticActivations { throw UsageError("--static-activations goes with smoothquant") }
         if !["gptq", "qoq"].contains(algo.lowercased()) && actOrder { throw UsageError("--act-order goes with gptq or qoq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }

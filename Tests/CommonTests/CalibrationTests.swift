@@ -140,8 +140,8 @@ struct CalibrationTests {
         let expected = row.map { (max(-128, min(127, ($0 / s).rounded(.toNearestOrEven)))) * s }
         row.withUnsafeMutableBufferPointer { a.apply($0.baseAddress!, rows: 1, columns: 9, input: .attention) }
         #expect(row == expected)
-        let json = a.json
-        #expect(ActivationQuantization(json: json) == a)
+        #expect(ActivationQuantization.parse(a.json())! == (a, false))
+        #expect(ActivationQuantization.parse(a.json(static: true))! == (a, true))
     }
 
     @Test("calibration windows: first N, random with a seed, too few tokens refused")
@@ -167,12 +167,13 @@ struct CalibrationTests {
 
     /// Runs the engine on a tiny fixture with seeded ids and returns the output directory.
     func quantizeTiny(_ family: String, algorithm: any BlockAlgorithm, scheme: QuantScheme, into scratch: ScratchDirectory,
-                      name: String = "out", fake: Bool = false, skip: [String] = []) throws -> String {
+                      name: String = "out", fake: Bool = false, skip: [String] = [], sampling: CalibrationSampling = .random) throws -> String {
         let ids = scratch.path + "/ids.txt"
         if !fileExists(ids) { try writeIDs(ids, count: 4096, vocabulary: 320, seed: 5) }
         var request = CalibrationDataRequest(ids: ids)
         request.samples = 8
         request.sequenceLength = 64
+        request.sampling = sampling
         var q = QuantizeOptions(recipe: try QuantRecipe(defaultScheme: scheme, skipPatterns: skip))
         q.fake = fake
         let out = scratch.path + "/" + name
@@ -221,6 +222,54 @@ struct CalibrationTests {
         #expect(try model.loadBlock(1).activationQuantization != nil)
         let err = try logitError(out, modelFixtureDirectory() + "/qwen2")
         #expect(err > 0 && err < 1e-3, "W8A8 logits differ from float by \(err)")
+    }
+
+    @Test("SmoothQuant static activations: one input_scale per linear, 2·max|x̂|/255 of the calibration inputs, read back by the runtime and packed")
+    func smoothQuantStatic() throws {
+        let scratch = ScratchDirectory("sqs")
+        let scheme = QuantScheme(format: .int(bits: 8), granularity: .channel)
+        let out = try quantizeTiny("qwen2", algorithm: SmoothQuant(staticActivations: true), scheme: scheme, into: scratch, sampling: .first)
+        let ck = try Checkpoint(path: out)
+        let format = ck.config?["quantization_config"]?["activation_format"]
+        #expect(format?["dynamic"]?.boolValue == false && format?["granularity"]?.stringValue == "tensor")
+        let model = try DecoderModel(source: openWeights(path: out))
+        #expect(model.staticActivationScales)
+        for layer in 0..<model.config.layerCount {
+            for name in BlockWeights.linearNames(layer) {
+                #expect(ck[name + ".input_scale"]?.shape == [1], "\(name).input_scale")
+            }
+            let scales = try model.loadBlock(layer).activationQuantization?.staticScales ?? [:]
+            #expect(Set(scales.keys) == Set(LinearInput.allCases))
+            let w = try openWeights(path: out)
+            let q = try w.float32(BlockWeights.prefix(layer) + "self_attn.q_proj.input_scale").values[0]
+            let v = try w.float32(BlockWeights.prefix(layer) + "self_attn.v_proj.input_scale").values[0]
+            #expect(q == v && q == scales[.attention])
+        }
+        // Block 0's q/k/v input depends only on the embeddings and the (smoothed) input norm: observe it on the
+        // output model, without activation quantization, on the calibration windows; its maximum is the scale's.
+        let (ids, _) = try EvaluationReport.readIDs(scratch.path + "/ids.txt", vocabulary: model.config.vocabularySize)
+        let windows = (0..<8).map { Array(ids[($0 * 64)..<($0 * 64 + 64)]) }
+        let (hidden, layout) = try model.embed(windows)
+        let block = try model.loadBlock(0)
+        let expected = block.activationQuantization!.staticScales[.attention]!
+        block.activationQuantization = nil
+        let stats = BlockStatistics(config: model.config, observed: [.attention])
+        block.forward(hidden, layout: layout, rope: model.rotaryEmbedding(for: layout), observer: stats)
+        let observed = 2 * (stats[.attention]!.absmax.array.max() ?? 0) / 255
+        #expect(abs(observed - expected) <= 1e-5 * expected, "observed \(observed), stored \(expected)")
+        // Static scales change the numbers (they are applied), and stay close to float at 8 bits.
+        let err = try logitError(out, modelFixtureDirectory() + "/qwen2")
+        #expect(err > 0 && err < 1e-2, "W8A8 static logits differ from float by \(err)")
+        // compressed-tensors int-quantized keeps them: input_scale tensors and static per-tensor input args.
+        let packed = scratch.path + "/ct"
+        _ = try Packer.run(input: out, output: packed, options: PackOptions(layout: CompressedTensorsLayout(w8a8: true)))
+        let ct = try Checkpoint(path: packed)
+        let args = ct.config?["quantization_config"]?["config_groups"]?["group_0"]?["input_activations"]
+        #expect(args?["strategy"]?.stringValue == "tensor" && args?["dynamic"]?.boolValue == false)
+        #expect(ct["model.layers.1.mlp.down_proj.input_scale"]?.shape == [1])
+        let reread = try DecoderModel(source: openWeights(path: packed))
+        #expect(reread.staticActivationScales)
+        #expect(try reread.loadBlock(1).activationQuantization?.staticScales == model.loadBlock(1).activationQuantization?.staticScales)
     }
 
     @Test("fake output: the same weights dequantized in the source dtype")

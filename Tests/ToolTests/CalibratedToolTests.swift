@@ -140,6 +140,8 @@ struct CalibratedToolTests {
             ([m, "--algo", "gptq", "--ids", ids, "--samples", "4", "--seqlen", "50", "--sampling", "first", "-o", dir + "/x"] + g, 65, "100 tokens"),
             ([m, "--algo", "gptq", "--group", "48", "--ids", ids, "-o", dir + "/x"], 64, "does not divide"),
             ([m, "--algo", "rtn", "--ids", ids, "-o", dir + "/x"], 64, "calibrated"),
+            ([m, "--algo", "gptq", "--static-activations", "--ids", ids, "-o", dir + "/x"] + g, 64, "--static-activations"),
+            ([m, "--algo", "rtn", "--static-activations", "-o", dir + "/x"], 64, "--static-activations"),
             ([m, "--algo", "awq", "--stats", ids, "-o", dir + "/x"] + g, 64, "smoothquant"),
         ]
         for (args, code, text) in cases {

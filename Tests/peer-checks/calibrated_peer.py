@@ -4,10 +4,12 @@ Calibration: the first 32 non-overlapping 512-token windows of pydoc-howto.txt (
 evaluation: the first 20 non-overlapping 512-token windows of pydoc-tutorial.txt, ppl = exp(mean NLL), f32 CPU.
 Each oneshot is timed (model load and evaluation excluded), then the fake-quantized model is scored.
 
-usage: python calibrated_peer.py MODEL_DIR gptq|awq|smoothquant ...
+usage: python calibrated_peer.py MODEL_DIR gptq|awq|smoothquant|smoothquant-static ...
   gptq        W4A16 int4 symmetric g64, actorder static, dampening 0.01, block 128 (GPTQModifier defaults)
   awq         W4A16 int4 asymmetric g64 (AWQModifier, its defaults otherwise)
   smoothquant SmoothQuant alpha 0.5 + W8A8 int8 (per-channel weights, per-token dynamic activations)
+  smoothquant-static  the same with static per-tensor int8 activation scales from the global min/max of the
+              calibration inputs (observer static_minmax: `qquant --static-activations`)
 """
 import math, os, sys, time
 import torch
@@ -54,6 +56,14 @@ def recipe(algo):
         from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
         from llmcompressor.modifiers.quantization import QuantizationModifier
         return [SmoothQuantModifier(smoothing_strength=0.5), QuantizationModifier(targets="Linear", scheme="W8A8", ignore=["lm_head"])]
+    if algo == "smoothquant-static":
+        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        s = QuantizationScheme(targets=["Linear"],
+                               weights=QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="channel"),
+                               input_activations=QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="tensor",
+                                                                  dynamic=False, observer="static_minmax"))
+        return [SmoothQuantModifier(smoothing_strength=0.5), QuantizationModifier(config_groups={"group_0": s}, ignore=["lm_head"])]
     raise SystemExit(f"unknown algorithm {algo}")
 
 

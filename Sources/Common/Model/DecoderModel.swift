@@ -10,6 +10,8 @@ public final class DecoderModel: @unchecked Sendable {
     public let activationQuantization: ActivationQuantization?
     /// The KV-cache quantization the checkpoint records (`kv_cache_format`), applied to every block.
     public let kvCacheQuantization: KVCacheQuantization?
+    /// Whether the activation scales are static, one per linear input, read from each block's `P.input_scale`.
+    public let staticActivationScales: Bool
 
     /// Opens the model in `source`, reading `config.json` through the family descriptors and checking the
     /// global tensors. Loads OpenBLAS.
@@ -35,8 +37,10 @@ public final class DecoderModel: @unchecked Sendable {
         let norm = FloatBuffer(count: c.hiddenSize)
         try source.readFloat32("model.norm.weight", rows: 0..<c.hiddenSize, into: norm.buffer)
         finalNormWeight = norm
-        activationQuantization = Self.activationQuantization(json)
         kvCacheQuantization = Self.kvCacheQuantization(json)
+        let activations = Self.activationQuantization(json)
+        activationQuantization = activations?.quantization
+        staticActivationScales = activations?.isStatic ?? false
         try BLAS.load()
     }
 
@@ -73,6 +77,19 @@ public final class DecoderModel: @unchecked Sendable {
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let b = try BlockWeights(source: source, config: config, layer: layer)
         b.activationQuantization = activationQuantization
+        if staticActivationScales {
+            let p = BlockWeights.prefix(layer)
+            for input in LinearInput.allCases {
+                // q/k/v (and gate/up) share their input and so their scale: the first consumer's is used.
+                let name = p + (input == .attention || input == .attentionOutput ? "self_attn." : "mlp.") + input.consumers[0] + ".input_scale"
+                guard source.contains(name) else { throw WeightSourceError.missingTensor(source: source.label, name: name) }
+                let (values, _) = try source.float32(name)
+                guard values.count == 1, values[0] > 0, values[0].isFinite else {
+                    throw ModelError.badConfig(path: source.label, key: name, why: "a static activation scale is one positive finite number")
+                }
+                b.activationQuantization?.staticScales[input] = values[0]
+            }
+        }
         if var kv = kvCacheQuantization {
             if !kv.isDynamic && kv.scales == nil {
                 // Static scales are per layer: `self_attn.k_scale`, `v_scale`, one value or one per KV head.
@@ -105,16 +122,21 @@ public final class DecoderModel: @unchecked Sendable {
     }
 
     /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized
-    /// model's recipe), or compressed-tensors' integer `input_activations` (per token, dynamic or not).
-    static func activationQuantization(_ config: JSONValue) -> ActivationQuantization? {
+    /// model's recipe), or compressed-tensors' integer `input_activations` (per token, or static per tensor from
+    /// each linear's `input_scale`).
+    static func activationQuantization(_ config: JSONValue) -> (quantization: ActivationQuantization, isStatic: Bool)? {
         for key in ["quantization_config", QKitConfig.fakeKey] {
-            if let a = ActivationQuantization(json: config[key]?["activation_format"]) { return a }
+            if let a = ActivationQuantization.parse(config[key]?["activation_format"]) { return a }
         }
         if let groups = config["quantization_config"]?["config_groups"]?.objectValue {
             for (_, g) in groups.members {
                 if let a = g["input_activations"], a["type"]?.stringValue == "int", let bits = a["num_bits"]?.intValue,
-                   (2...8).contains(bits), a["strategy"]?.stringValue == "token" {
-                    return ActivationQuantization(bits: bits)
+                   (2...8).contains(bits) {
+                    switch (a["strategy"]?.stringValue, a["dynamic"]?.boolValue) {
+                    case ("token"?, _): return (ActivationQuantization(bits: bits), false)
+                    case ("tensor"?, false?): return (ActivationQuantization(bits: bits), true)
+                    default: continue
+                    }
                 }
             }
         }

@@ -49,6 +49,13 @@ public struct CompressedTensorsLayout: PackLayout {
             guard !p.hasGroupIndex else {
                 throw PackError.unsupported(path: source, backend: name, what: "\(p.prefix): act-order g_idx (compressed-tensors 0.19 has no weight_g_idx; use --to vllm-gptq)")
             }
+            if p.unsupportedParts == ["input_scale"], case .success("int-quantized") = format(of: p.scheme) {
+                // Static per-tensor activation scales (W8A8 SmoothQuant --static-activations): every linear has one.
+                guard plans.allSatisfy({ $0.unsupportedParts.contains("input_scale") }) else {
+                    throw PackError.unsupported(path: source, backend: name, what: "static activation scales on some linears only")
+                }
+                continue
+            }
             guard p.unsupportedParts.isEmpty else {
                 throw PackError.unsupported(path: source, backend: name, what: "\(p.prefix): \(p.unsupportedParts.joined(separator: ", "))")
             }
@@ -100,8 +107,10 @@ public struct CompressedTensorsLayout: PackLayout {
             }
             return o
         case "int-quantized":
-            return [TensorSpec(name: p + ".weight", dtype: .i8, shape: [n, k]),
-                    TensorSpec(name: p + ".weight_scale", dtype: scaleDType, shape: Self.scaleShape(plan))]
+            var o = [TensorSpec(name: p + ".weight", dtype: .i8, shape: [n, k]),
+                     TensorSpec(name: p + ".weight_scale", dtype: scaleDType, shape: Self.scaleShape(plan))]
+            if plan.unsupportedParts.contains("input_scale") { o.append(TensorSpec(name: p + ".input_scale", dtype: scaleDType, shape: [1])) }
+            return o
         case "float-quantized":
             return [TensorSpec(name: p + ".weight", dtype: .f8E4M3, shape: [n, k]),
                     TensorSpec(name: p + ".weight_scale", dtype: scaleDType, shape: Self.scaleShape(plan))]
@@ -154,6 +163,7 @@ public struct CompressedTensorsLayout: PackLayout {
         case "int-quantized":
             try linear.codes.map { $0 &- 128 }.withUnsafeBytes { try sink($0) }
             try emitFloats(scales, as: scaleDType, sink)
+            if let s = linear.inputScale { try emitFloats([s], as: scaleDType, sink) }
         case "float-quantized":
             try linear.codes.withUnsafeBytes { try sink($0) }
             try emitFloats(scales, as: scaleDType, sink)
@@ -181,8 +191,9 @@ public struct CompressedTensorsLayout: PackLayout {
         ]))
     }
 
-    /// Dynamic per-token activation args (W8A8 int8, FP8_DYNAMIC), or null.
-    static func inputArgs(_ format: String) -> JSONValue {
+    /// Activation args: dynamic per token (W8A8 int8, FP8_DYNAMIC) or, `isStatic`, one calibrated scale per
+    /// tensor (`input_scale`); null for weight-only formats.
+    static func inputArgs(_ format: String, static isStatic: Bool = false) -> JSONValue {
         let type: String
         switch format {
         case "int-quantized": type = "int"
@@ -190,8 +201,9 @@ public struct CompressedTensorsLayout: PackLayout {
         default: return .null
         }
         return .object(JSONObject([
-            ("num_bits", 8), ("type", .string(type)), ("symmetric", true), ("group_size", .null), ("strategy", "token"),
-            ("block_structure", .null), ("dynamic", true), ("actorder", .null), ("observer", .null), ("observer_kwargs", .object(JSONObject())),
+            ("num_bits", 8), ("type", .string(type)), ("symmetric", true), ("group_size", .null), ("strategy", isStatic ? "tensor" : "token"),
+            ("block_structure", .null), ("dynamic", .bool(!isStatic)), ("actorder", .null), ("observer", isStatic ? "static_minmax" : .null),
+            ("observer_kwargs", .object(JSONObject())),
         ]))
     }
 
@@ -207,7 +219,7 @@ public struct CompressedTensorsLayout: PackLayout {
             if !formats.contains(f) { formats.append(f) }
             let targets: [JSONValue] = schemes.count == 1 ? ["Linear"] : plans.filter { $0.scheme == s }.map { .string($0.prefix) }
             groups["group_\(i)"] = .object(JSONObject([
-                ("format", .string(f)), ("input_activations", Self.inputArgs(f)), ("output_activations", .null),
+                ("format", .string(f)), ("input_activations", Self.inputArgs(f, static: plans.contains { $0.scheme == s && $0.unsupportedParts.contains("input_scale") })), ("output_activations", .null),
                 ("targets", .array(targets)), ("weights", Self.weightArgs(s)),
             ]))
         }

@@ -119,8 +119,10 @@ public final class PackSource {
         }
         var global: Float = 1
         if let g = ck[p + ".weight_global_scale"] { global = ck.data(g).loadUnaligned(as: Float.self) }
-        return QuantizedLinear(prefix: p, scheme: plan.scheme, rows: 0..<plan.n, k: plan.k, codes: codes, scales: scales,
-                               scaleRows: plan.scaleRows, groups: plan.groups, zeros: zeros, groupIndex: groupIndex, globalScale: global)
+        var linear = QuantizedLinear(prefix: p, scheme: plan.scheme, rows: 0..<plan.n, k: plan.k, codes: codes, scales: scales,
+                                     scaleRows: plan.scaleRows, groups: plan.groups, zeros: zeros, groupIndex: groupIndex, globalScale: global)
+        if let t = ck[p + ".input_scale"] { linear.inputScale = try readFloats(ck, t).first }
+        return linear
     }
 }
 

@@ -26,6 +26,8 @@ public struct QuantizedLinear: Sendable {
     public var groupIndex: [Int32]?
     /// NVFP4's global scale (a divisor), 1 otherwise.
     public var globalScale: Float = 1
+    /// The static activation scale of the linear's input (`P.input_scale`), `nil` for dynamic activations.
+    public var inputScale: Float?
 
     /// Number of rows held.
     public var n: Int { rows.count }

@@ -10,6 +10,9 @@ public protocol BlockAlgorithm: Sendable {
     var settings: JSONObject { get }
     /// The run-time activation quantization the output needs (W8A8), or `nil`.
     var activationQuantization: ActivationQuantization? { get }
+    /// Whether the output stores a static scale per linear input (`P.input_scale`) instead of quantizing
+    /// activations per token, dynamically.
+    var staticActivationScales: Bool { get }
     /// Processes one block: `block` holds its f32 weights and may be changed in place (scales folded, weights
     /// replaced by what is stored); `plan` maps the short name of each linear to quantize (`q_proj`…) to its
     /// scheme; `activations.hidden` is the block's input and must become the next block's input (the block's
@@ -19,6 +22,10 @@ public protocol BlockAlgorithm: Sendable {
 }
 
 /// Options of a calibrated quantization run.
+extension BlockAlgorithm {
+    public var staticActivationScales: Bool { false }
+}
+
 public struct CalibratedOptions: Sendable {
     public var quantize: QuantizeOptions
     public var data: CalibrationDataRequest
@@ -188,7 +195,9 @@ public enum CalibrationEngine {
             guard let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]), i < layers else { return nil }
             return i
         }
-        // Each source tensor's outputs: a block's file holds them under the same name, or `P.weight_*` for P.weight.
+        // Each source tensor's outputs: a block's file holds them under the same name, or, for P.weight, under
+        // `P.*` names that are no source tensor's (`P.weight_q`, `P.weight_scale`…, `P.input_scale`).
+        let sourceNames = Set(ck.tensors.map(\.name))
         enum Origin { case block(Checkpoint, CheckpointTensor), source(CheckpointTensor), quantized(CheckpointTensor, QuantScheme) }
         var specs: [TensorSpec] = []
         var origins: [Origin] = []
@@ -198,7 +207,7 @@ public enum CalibrationEngine {
             if let b = block(of: t.name) {
                 let file = blocks[b]
                 let stem = t.name.hasSuffix(".weight") ? String(t.name.dropLast("weight".count)) : nil
-                let outs = file.tensors.filter { o in o.name == t.name || (stem.map { o.name.hasPrefix($0 + "weight_") } ?? false) }
+                let outs = file.tensors.filter { o in o.name == t.name || (stem.map { o.name.hasPrefix($0) && !sourceNames.contains(o.name) } ?? false) }
                 guard !outs.isEmpty else { throw CalibrationError("progress file of block \(b) lacks \(t.name)", path: progress.path) }
                 for o in outs {
                     guard case .dtype(let d) = o.encoding else { continue }
@@ -251,7 +260,7 @@ public enum CalibrationEngine {
         if var o = config.objectValue, var q = o[key]?.objectValue {
             q["algorithm"] = .string(algorithm.name)
             q["calibration"] = .object(calibration)
-            if options.activationQuantization == nil, let a = algorithm.activationQuantization { q["activation_format"] = a.json }
+            if options.activationQuantization == nil, let a = algorithm.activationQuantization { q["activation_format"] = a.json(static: algorithm.staticActivationScales) }
             o[key] = .object(q)
             config = .object(o)
         }
@@ -376,6 +385,12 @@ final class ProgressDirectory {
                 specs.append(TensorSpec(name: t.name, dtype: d, shape: t.shape))
                 payloads.append { Array(ck.data(t)) }
             }
+            // Static activation scales: `P.input_scale` F32 [1] after every linear's weight, quantized or not.
+            if t.name.hasSuffix(".weight"), let input = LinearInput.allCases.first(where: { $0.consumers.contains(short) }),
+               let scale = block.activationQuantization?.staticScales[input] {
+                specs.append(TensorSpec(name: String(t.name.dropLast(".weight".count)) + ".input_scale", dtype: .f32, shape: [1]))
+                payloads.append { withUnsafeBytes(of: scale.bitPattern.littleEndian) { Array($0) } }
+            }
         }
         let writer = try SafetensorsWriter(path: blockPath(layer), tensors: specs, durable: false)
         for p in payloads { try p().withUnsafeBytes { try writer.write($0) } }
@@ -423,24 +438,17 @@ extension BlockWeights {
 }
 
 extension ActivationQuantization {
-    /// The recipe's `activation_format`.
-    public var json: JSONValue {
-        var o = JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true),
-                            ("granularity", .string(staticScales.isEmpty ? "token" : "tensor")),
-                            ("dynamic", .bool(staticScales.isEmpty))])
-        if !staticScales.isEmpty {
-            o["static_scales"] = .object(JSONObject(LinearInput.allCases.compactMap { i in staticScales[i].map { (i.rawValue, .double(Double($0))) } }))
-        }
-        return .object(o)
+    /// The recipe's `activation_format`: symmetric integers, per token and dynamic, or (`static`) one
+    /// calibrated scale per linear input stored as `P.input_scale` F32 `[1]` beside each quantized linear.
+    public func json(static isStatic: Bool = false) -> JSONValue {
+        .object(JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true),
+                            ("granularity", .string(isStatic ? "tensor" : "token")), ("dynamic", .bool(!isStatic))]))
     }
 
-    /// Reads an `activation_format` object back (`nil` when absent or null).
-    public init?(json: JSONValue?) {
+    /// Reads an `activation_format` object back (`nil` when absent or null); `isStatic` when it says
+    /// `"dynamic": false` (the scales are then the checkpoint's `P.input_scale` tensors).
+    public static func parse(_ json: JSONValue?) -> (quantization: ActivationQuantization, isStatic: Bool)? {
         guard let o = json?.objectValue, o["format"]?.stringValue == "int", let bits = o["bits"]?.intValue, (2...8).contains(bits) else { return nil }
-        var scales: [LinearInput: Float] = [:]
-        if let s = o["static_scales"]?.objectValue {
-            for (k, v) in s.members { if let i = LinearInput(rawValue: k), let d = v.doubleValue { scales[i] = Float(d) } }
-        }
-        self.init(bits: bits, staticScales: scales)
+        return (ActivationQuantization(bits: bits), o["dynamic"]?.boolValue == false)
     }
 }

@@ -51,7 +51,7 @@ public enum QKitConfig {
                                     activation: ActivationQuantization? = nil, kvCache: KVCacheQuantization? = nil) throws -> JSONValue {
         var o = input?.objectValue ?? JSONObject()
         var r = recipeObject(recipe, modules: items.map { (prefix: $0.0, scheme: $0.1) }, fake: fake).objectValue!
-        if let activation { r["activation_format"] = activation.json }
+        if let activation { r["activation_format"] = activation.json() }
         if let kvCache { r["kv_cache_format"] = kvCache.json }
         o[fake ? fakeKey : "quantization_config"] = .object(r)
         return .object(o)

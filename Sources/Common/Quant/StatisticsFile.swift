@@ -121,7 +121,13 @@ public enum StatisticsQuantizer {
             let p = BlockWeights.prefix(layer)
             let attention = try StatisticsFile.vector(stats, p + "self_attn.q_proj.input.absmax", count: c.hiddenSize)
             let mlp = try StatisticsFile.vector(stats, p + "mlp.gate_proj.input.absmax", count: c.hiddenSize)
-            let quantized = algorithm.smooth(block, plan: plans[layer], attentionMax: attention, mlpMax: mlp)
+            var outputMax: [Float]?, downMax: [Float]?
+            if algorithm.staticActivations {
+                outputMax = try StatisticsFile.vector(stats, p + "self_attn.o_proj.input.absmax", count: c.qDim)
+                downMax = try StatisticsFile.vector(stats, p + "mlp.down_proj.input.absmax", count: c.intermediateSize)
+            }
+            let quantized = algorithm.smooth(block, plan: plans[layer], attentionMax: attention, mlpMax: mlp,
+                                             outputMax: outputMax, downMax: downMax)
             try progress.writeBlock(layer, block: block, quantized: quantized, checkpoint: ck, options: options)
             log("block \(layer + 1)/\(c.layerCount)")
         }
