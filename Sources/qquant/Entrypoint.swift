@@ -11,9 +11,9 @@ struct Qquant: ParsableCommand {
         abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
         discussion: """
             Algorithms: the data-free rtn (round to nearest, optionally with an MSE clipping search, --clip mse) \
-            and hqq (half-quadratic, float zero points); the calibrated awq, gptq and smoothquant, which run \
-            calibration text through the model on the CPU, one decoder block at a time (qoq and svdquant exit \
-            with status 69 until they land).
+            and hqq (half-quadratic, float zero points); the calibrated awq, gptq, smoothquant and qoq, which \
+            run calibration text through the model on the CPU, one decoder block at a time (svdquant exits \
+            with status 69 until it lands).
 
             CALIBRATION: --data FILE (text, tokenized with the model's tokenizer; with --chat each line or JSONL \
             record is rendered through the model's chat template first) or --ids FILE (as qeval --tokenize \
@@ -59,8 +59,24 @@ struct Qquant: ParsableCommand {
             (the linears to quantize in f32) and removed at the end; --algo none writes just the rotated model \
             (in its dtype or --dtype). Hadamard orders are 2^k times 1 or a Paley order (12, 20, 28, 36, 40, \
             52, 60, 108, 140, ...); a size without one (e.g. 156, 172) exits 69 naming its factorization. \
-            --abits B (2 to 8) asks for per-token dynamic integer activations with a weight-only algorithm \
-            (W4A8, W4A4): recorded in the recipe, simulated by qeval; rotation is what makes them usable.
+            Rotation is what makes low-bit activations (--abits 4) usable.
+
+            qoq (QServe's W4A8KV4; default int4, asymmetric, g128 on the progressive grid int4:g128:asym:prog, \
+            --group channel for int4 per channel): per block one full-precision forward gathers the post-RoPE \
+            key maxima and the input maxima of o_proj and down_proj; SmoothAttention scales every key channel \
+            by 1/sqrt(max|K|) and the matching query channels by sqrt(max|K|) (RoPE pairs and the query heads of \
+            a KV group share one; Qwen3's q_norm/k_norm take it); the input channels of down_proj (with \
+            gate/up rows) and of o_proj (within heads, with v_proj rows) are reordered by decreasing maximum; \
+            down_proj is smoothed (s = max|x|^0.3 / max|W|^0.7, per channel 0.1/0.9) into up_proj; then GPTQ \
+            (--damp, --block-size, --act-order) on the grid. Every transform is exact in float. The recipe \
+            records int8 per-token activations (--abits) and a KV4 cache (--kvbits; 16 for a float cache), \
+            which qeval simulates. The progressive grid: a per-row F32 scale to the int8 range [-119, 119], \
+            then uint4 per group with integer (I8) scales and U8 zeros whose grid dequantizes into int8 (man 5 \
+            qkit). With --rotate, QServe's residual-stream rotation comes first.
+
+            --abits B and --kvbits 4|8 go with any algorithm: they only record activation_format (int B per \
+            token, dynamic) and kv_cache_format (asymmetric int per head per token, dynamic), which qeval \
+            simulates.
 
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
@@ -76,7 +92,8 @@ struct Qquant: ParsableCommand {
 
             SCHEME is keep, or FORMAT[:OPTION]... with FORMAT one of int2..int8, fp8, fp8e5m2, fp4, nvfp4, \
             mxfp4, mxfp8 and OPTIONs gN (groups of N along the input dimension), ch (per output channel), \
-            tensor, sym, asym, rtn, mse, hqq. Examples: int4:g64:asym, int8:ch, int3:g64:hqq, fp8, nvfp4.
+            tensor, sym, asym, rtn, mse, hqq, prog (QServe's progressive grid, int2..int4 asym groups). \
+            Examples: int4:g64:asym, int8:ch, int3:g64:hqq, fp8, nvfp4, int4:g128:prog.
 
             The output is a qkit checkpoint (man 5 qkit): P.weight becomes P.weight_q (codes, one per \
             element), P.weight_scale and, as the format needs, P.weight_zero_point and \
@@ -108,6 +125,8 @@ struct Qquant: ParsableCommand {
               qquant model/ --rotate --group channel --abits 8 -o model-rot-w4a8/
               qquant model/ --algo gptq --rotate-online --group 64 --data howto.txt -o model-rot-gptq/
               qquant model/ --algo none --rotate -o model-rotated/
+              qquant model/ --algo qoq --data howto.txt --samples 32 --sampling first -o model-w4a8kv4/
+              qquant model/ --group 128 --rule '_proj=int4:g128:prog' --abits 8 --kvbits 4 -o model-rtn-w4a8kv4/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
@@ -124,7 +143,7 @@ struct Qquant: ParsableCommand {
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant, or none (with --rotate: the rotated float model only; qoq, svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant, qoq, or none (with --rotate: the rotated float model only; svdquant: not available yet).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
@@ -163,15 +182,15 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits (2 to 8): per-token dynamic symmetric integers, recorded in the recipe and simulated by qeval (smoothquant: 8 by default; rtn, hqq, gptq, awq: none by default).") var abits: Int?
-    @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
+    @Option(help: "Activation bits, per-token dynamic symmetric INT, recorded for qeval to simulate (any algorithm; smoothquant and qoq: 8 by default).") var abits: Int?
+    @Option(help: "KV-cache bits: 4 or 8 (asymmetric INT per head per token, dynamic, recorded for qeval to simulate), 16 for a float cache (qoq: 4 by default).") var kvbits: Int?
 
     @OptionGroup var calibration: CalibrationDataOptions
     @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
 
-    @Flag(name: .customLong("act-order"), help: "gptq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
-    @Option(help: "gptq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
-    @Option(name: .customLong("block-size"), help: "gptq: columns per lazy-update block.") var blockSize = 128
+    @Flag(name: .customLong("act-order"), help: "gptq, qoq: process columns by decreasing Hessian diagonal (static groups: no g_idx).") var actOrder = false
+    @Option(help: "gptq, qoq: dampening, as a fraction of the Hessian's mean diagonal.") var damp: Float = 0.01
+    @Option(name: .customLong("block-size"), help: "gptq, qoq: columns per lazy-update block.") var blockSize = 128
     @Option(help: "smoothquant: migration strength alpha.") var alpha: Float = 0.5
     @Flag(name: .customLong("static-activations"), help: "smoothquant: one calibrated activation scale per linear input (P.input_scale) instead of per-token dynamic scales.") var staticActivations = false
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
@@ -196,17 +215,16 @@ struct Qquant: ParsableCommand {
     var quiet = false
 
     /// The calibrated algorithms (`--algo` names).
-    static let calibrated = ["awq", "gptq", "smoothquant"]
+    static let calibrated = ["awq", "gptq", "smoothquant", "qoq"]
 
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
     var rotating: Bool { rotate || rotateOnline }
 
     func run() throws {
-        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
-            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
+        if ["svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq, smoothquant or qoq")
         }
-        if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
@@ -216,14 +234,11 @@ struct Qquant: ParsableCommand {
             if !isCalibrated {
                 for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
                                       ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat), ("--resume", resume)] where given {
-                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
+                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant or qoq), not \(algo)")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
             options.fake = fake
-            if let abits, algo.lowercased() != "smoothquant" {
-                options.recipe.record["activation_format"] = ActivationQuantization(bits: abits).json
-            }
             // Rotation: the rotated float model is written beside the output (quantized linears in f32, the rest
             // in its dtype) and quantized like any model; the recipe records the rotation.
             var source = model
@@ -255,6 +270,14 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
+            if let abits {
+                options.activationQuantization = ActivationQuantization(bits: abits)
+            }
+            switch kvbits ?? (algo.lowercased() == "qoq" ? 4 : 16) {
+            case 16: break
+            case let b where b == 4 || b == 8: options.kvCache = KVCacheQuantization(bits: b)
+            default: throw UsageError("--kvbits: \(kvbits!) is not 4, 8 or 16 (a float cache)")
+            }
             if isCalibrated {
                 let report = try runCalibrated(options, model: source)
                 if json {
@@ -315,12 +338,21 @@ struct Qquant: ParsableCommand {
             guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
             guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
             algorithm = GPTQ(solver: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder))
+        case "qoq":
+            guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
+            guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
+            var q = QoQ(gptq: GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder),
+                        perChannel: quantize.recipe.defaultScheme.granularity == .channel)
+            let bits = abits ?? 8
+            guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+            q.activationBits = bits
+            algorithm = q
         default:
             guard alpha >= 0, alpha <= 1 else { throw UsageError("--alpha must be in [0, 1]") }
             algorithm = SmoothQuant(alpha: alpha, activationBits: abits ?? 8, staticActivations: staticActivations)
         }
         if algo.lowercased() != "smoothquant" && staticActivations { throw UsageError("--static-activations goes with smoothquant") }
-        if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
+        if !["gptq", "qoq"].contains(algo.lowercased()) && actOrder { throw UsageError("--act-order goes with gptq or qoq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
             guard !calibration.given else { throw UsageError("--stats replaces --data/--ids") }
@@ -384,7 +416,7 @@ struct Qquant: ParsableCommand {
         let name = algo.lowercased()
         let base = isCalibrated ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, none with --rotate; qoq, svdquant later)")
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, qoq, none with --rotate; svdquant later)")
         }
         let defaultBits = name == "smoothquant" ? 8 : 4
         guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {
@@ -414,8 +446,14 @@ struct Qquant: ParsableCommand {
         }
         // AWQ's reference setting is asymmetric (zero points); everything else defaults to symmetric.
         let defaultSymmetric: Bool? = name == "awq" && f.info.allowsAsymmetric ? false : nil
-        let scheme = QuantScheme(format: f, granularity: granularity, symmetric: symmetric ? true : (asymmetric ? false : defaultSymmetric),
-                                 algorithm: clipAlgorithm)
+        // QoQ: asymmetric; with groups of a 2-4 bit integer format, QServe's progressive grid.
+        var progressive = false
+        if name == "qoq" {
+            if case .int(let b) = f, b <= 4, case .group = granularity ?? f.info.defaultGranularity { progressive = true }
+        }
+        let scheme = QuantScheme(format: f, granularity: granularity,
+                                 symmetric: symmetric ? true : (asymmetric ? false : (name == "qoq" ? false : defaultSymmetric)),
+                                 algorithm: clipAlgorithm, progressive: progressive && clipAlgorithm == .rtn)
         try scheme.validate()
         var all: [QuantRule] = []
         for r in rules { all.append(try QuantRule(parsing: r)) }

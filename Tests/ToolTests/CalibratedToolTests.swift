@@ -71,16 +71,25 @@ struct CalibratedToolTests {
         #expect(none.status == 66 && none.stderr.contains("--resume"), "\(none.stderr)")
     }
 
-    @Test("awq and smoothquant: one thread writes the same bytes as all cores", arguments: ["awq", "smoothquant"])
+    @Test("awq, smoothquant and qoq: one thread writes the same bytes as all cores", arguments: ["awq", "smoothquant", "qoq"])
     func threadsDoNotChangeBytes(algo: String) throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ids = try idsFile(dir)
-        let args = [fixtureModel("llama3"), "--algo", algo, "--ids", ids, "--samples", "6", "--seqlen", "48"] + (algo == "awq" ? ["--group", "32"] : [])
+        let args = [fixtureModel("llama3"), "--algo", algo, "--ids", ids, "--samples", "6", "--seqlen", "48"] + (algo == "smoothquant" ? [] : ["--group", "32"])
         let a = try Tool.run("qquant", args + ["-o", dir + "/a"])
         let b = try Tool.run("qquant", args + ["-o", dir + "/b"], launcher: ["/usr/bin/env", "QKIT_THREADS=1"])
         #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
         #expect(try files(dir + "/a") == files(dir + "/b"))
+        if algo == "qoq" {
+            // W4A8KV4 recorded; qinspect counts the progressive grid's bits (4 + 12/32 + 32/K).
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/a/config.json"))) as! [String: Any]
+            let q = config["quantization_config"] as! [String: Any]
+            #expect(q["weight_scheme"] as? String == "int4:g32:asym:prog")
+            #expect((q["kv_cache_format"] as? [String: Any])?["bits"] as? Int == 4 && (q["activation_format"] as? [String: Any])?["bits"] as? Int == 8)
+            let s = try Tool.run("qinspect", ["--summary", dir + "/a"])
+            #expect(s.status == 0 && s.stdout.contains("int4:g32:asym:prog"), "\(s.stdout)")
+        }
     }
 
     @Test("qcalib: the file and the stream are the same bytes; smoothquant from it equals smoothquant from the data")

@@ -56,7 +56,9 @@ struct QQuantToolTests {
         let cases: [([String], Int32, String)] = [
             (["--format", "q4_k"], 64, "unknown format 'q4_k'"),
             (["--algo", "magic"], 64, "unknown algorithm 'magic'"),
-            (["--algo", "qoq"], 69, "issue 7"),
+            (["--algo", "svdquant"], 69, "issue 7"),
+            (["--algo", "qoq", "--group", "32"], 64, "--data"),
+            (["--algo", "qoq", "--group", "32", "--sym", "--ids", out + "/file"], 64, "prog (progressive) is asymmetric"),
             (["--algo", "awq", "--group", "32"], 64, "--data"),
             (["--algo", "hqq", "--sym"], 64, "hqq is asymmetric"),
             (["--group", "48"], 64, "group 48 does not divide K = "),
@@ -65,6 +67,8 @@ struct QQuantToolTests {
             (["--rules", out + "/rules.txt"], 64, "rules.txt:3: 'int4:g33x': unknown option 'g33x'"),
             (["--group", "32"], 65, "model.layers.9.mlp.up_proj.weight is I8, not floating point"),
             (["--fake", "--dtype", "f8"], 64, "--dtype"),
+            (["--kvbits", "3"], 64, "--kvbits: 3 is not 4, 8 or 16"),
+            (["--abits", "9"], 64, "--abits: integer activations are 2 to 8 bits"),
         ]
         for (args, status, message) in cases {
             let r = try Tool.run("qquant", [model] + args + ["-o", out + "/q"])
@@ -76,6 +80,20 @@ struct QQuantToolTests {
         #expect(missing.status == 66 && nothingLeft(out, "q"))
         let blocked = try Tool.run("qquant", [model, "--group", "32", "--rule", "up_proj=keep", "-o", out + "/file/q"])
         #expect(blocked.status == 73, "\(blocked.stderr)")
+    }
+
+    @Test("--kvbits and --abits go with any algorithm: they are recorded for qeval to simulate")
+    func runtimeRecords() throws {
+        let model = try syntheticModel()
+        let out = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: out) }
+        let r = try Tool.run("qquant", [model, "--group", "32", "--kvbits", "4", "--abits", "8", "-q", "-o", out + "/q"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/q/config.json"))) as! [String: Any]
+        let q = config["quantization_config"] as! [String: Any]
+        let kv = q["kv_cache_format"] as! [String: Any], a = q["activation_format"] as! [String: Any]
+        #expect(kv["bits"] as? Int == 4 && kv["dynamic"] as? Bool == true && kv["granularity"] as? String == "head")
+        #expect(a["bits"] as? Int == 8 && a["granularity"] as? String == "token")
     }
 
     @Test("a full disk (write failure) exits 74 and leaves nothing")

@@ -149,6 +149,8 @@ public final class BlockWeights: @unchecked Sendable {
     /// The online Hadamard of a rotated checkpoint (`qkit_rotation.online.down_proj`): down_proj's input is
     /// transformed `a ← a·H/√I` as `mlpActivation` produces it (before it is observed or quantized); `nil` for none.
     public var onlineDownHadamard: Hadamard?
+    /// How the KV cache stores keys and values (quantized after RoPE, before attention), `nil` for float.
+    public var kvCacheQuantization: KVCacheQuantization?
 
     /// Runs the block on `hidden` (`[tokens × hidden]`, updated in place: the residual stream).
     public func forward(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding, observer: (any BlockObserver)? = nil) {
@@ -158,7 +160,8 @@ public final class BlockWeights: @unchecked Sendable {
     }
 
     /// The attention context of `hidden` (`[tokens × qDim]`): input norm, q/k/v projections (observed as
-    /// `.attention`), q/k norms, RoPE (keys and values then observed), causal attention.
+    /// `.attention`), q/k norms, RoPE (keys and values then observed, then rounded as the KV cache stores
+    /// them when `kvCacheQuantization` is set), causal attention.
     public func attentionContext(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding,
                                  observer: (any BlockObserver)? = nil) -> Matrix {
         let c = config, t = hidden.rows, h = c.hiddenSize
@@ -185,6 +188,7 @@ public final class BlockWeights: @unchecked Sendable {
             }
         }
         observer?.observeKeysAndValues(layer: layer, rows: 0..<t, qkv: q.pointer, stride: ld, qDim: c.qDim, kvDim: c.kvDim)
+        kvCacheQuantization?.apply(q.pointer, rows: t, stride: ld, qDim: c.qDim, kvDim: c.kvDim, headDim: c.headDim)
         let context = Matrix(rows: t, columns: c.qDim)
         Attention.compute(qkv: q, config: c, layout: layout, window: c.slidingWindow[layer], into: context)
         return context

@@ -8,6 +8,8 @@ public final class DecoderModel: @unchecked Sendable {
     private let finalNormWeight: FloatBuffer
     /// The run-time quantization of the linears' inputs the checkpoint asks for (W8A8), applied to every block.
     public let activationQuantization: ActivationQuantization?
+    /// The KV-cache quantization the checkpoint records (`kv_cache_format`), applied to every block.
+    public let kvCacheQuantization: KVCacheQuantization?
     /// Whether the activation scales are static, one per linear input, read from each block's `P.input_scale`.
     public let staticActivationScales: Bool
     /// The online Hadamard of down_proj's input a rotated checkpoint asks for (`qkit_rotation`), applied to every block.
@@ -37,6 +39,7 @@ public final class DecoderModel: @unchecked Sendable {
         let norm = FloatBuffer(count: c.hiddenSize)
         try source.readFloat32("model.norm.weight", rows: 0..<c.hiddenSize, into: norm.buffer)
         finalNormWeight = norm
+        kvCacheQuantization = Self.kvCacheQuantization(json)
         let activations = Self.activationQuantization(json)
         activationQuantization = activations?.quantization
         staticActivationScales = activations?.isStatic ?? false
@@ -91,7 +94,35 @@ public final class DecoderModel: @unchecked Sendable {
             }
         }
         b.onlineDownHadamard = onlineDownHadamard
+        if var kv = kvCacheQuantization {
+            if !kv.isDynamic && kv.scales == nil {
+                // Static scales are per layer: `self_attn.k_scale`, `v_scale`, one value or one per KV head.
+                let n = kv.granularity == .tensor ? 1 : config.kvHeadCount
+                func read(_ part: String) throws -> [Float] {
+                    let name = BlockWeights.prefix(layer) + "self_attn." + part
+                    let found = try source.shape(of: name)
+                    guard found.reduce(1, *) == n else { throw ModelError.shapeMismatch(path: source.label, tensor: name, expected: [n], found: found) }
+                    var v = [Float](repeating: 0, count: n)
+                    try v.withUnsafeMutableBufferPointer { try source.readFloat32(name, rows: 0..<(found.first ?? 1), into: $0) }
+                    return v
+                }
+                kv = kv.with(scales: KVCacheQuantization.StaticScales(key: try read("k_scale"), value: try read("v_scale")))
+                do { try kv.validate(kvHeads: config.kvHeadCount) } catch {
+                    throw ModelError.badConfig(path: source.label, key: "layer \(layer) k_scale/v_scale", why: error.message)
+                }
+            }
+            b.kvCacheQuantization = kv
+        }
         return b
+    }
+
+    /// The KV-cache quantization `config.json` records: qkit's `kv_cache_format` (also in a fake-quantized
+    /// model's recipe).
+    static func kvCacheQuantization(_ config: JSONValue) -> KVCacheQuantization? {
+        for key in ["quantization_config", QKitConfig.fakeKey] {
+            if let k = KVCacheQuantization(json: config[key]?["kv_cache_format"]) { return k }
+        }
+        return nil
     }
 
     /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized

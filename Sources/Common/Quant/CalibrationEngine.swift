@@ -254,12 +254,17 @@ public enum CalibrationEngine {
         report.bytesRead = ck.dataBytes
         report.bytesWritten = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
 
-        var config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: modules, fake: options.fake)
+        var config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: modules, fake: options.fake,
+                                                 activation: options.activationQuantization, kvCache: options.kvCache)
         let key = options.fake ? QKitConfig.fakeKey : "quantization_config"
         if var o = config.objectValue, var q = o[key]?.objectValue {
             q["algorithm"] = .string(algorithm.name)
             q["calibration"] = .object(calibration)
-            if let a = algorithm.activationQuantization { q["activation_format"] = a.json(static: algorithm.staticActivationScales) }
+            // The algorithm's own activation quantization (W8A8, QoQ's A8) unless --abits replaced it; static scales
+            // (the P.input_scale tensors written) always win, at the bits the algorithm calibrated them for.
+            if let a = algorithm.activationQuantization, options.activationQuantization == nil || algorithm.staticActivationScales {
+                q["activation_format"] = a.json(static: algorithm.staticActivationScales)
+            }
             o[key] = .object(q)
             config = .object(o)
         }

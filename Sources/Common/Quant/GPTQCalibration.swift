@@ -117,6 +117,8 @@ public struct GPTQ: BlockAlgorithm {
         let gpr = scheme.granularity == .tensor ? 0 : k / scheme.granularity.groupLength(k: k)
         var codes = [UInt8](repeating: 0, count: n * k)
         var params = [GroupCodec.Parameters](repeating: GroupCodec.Parameters(scale: 0, storedScale: 0, zero: 0), count: max(1, n * gpr))
+        // A progressive grid's level-0 row scales, from the original weight as the solver's static parameters.
+        let rowScales = scheme.progressive ? (0..<n).map { ProgressiveQuantization.rowScale(w.row($0), count: k) } : nil
         let result: GPTQSolver.Result
         do {
             result = try codes.withUnsafeMutableBufferPointer { cb in
@@ -128,6 +130,7 @@ public struct GPTQ: BlockAlgorithm {
         } catch {
             throw CalibrationError("\(name): \(error)")
         }
-        return QuantizedWeight(scheme: scheme, rows: n, columns: k, codes: codes, parameters: params, globalScale: result.globalScale)
+        return QuantizedWeight(scheme: scheme, rows: n, columns: k, codes: codes, parameters: params, globalScale: result.globalScale,
+                               rowScales: rowScales)
     }
 }

@@ -275,6 +275,11 @@ public enum GPTQSolver {
                 return globalScale
             }
         }
+        if scheme.progressive {
+            // QServe's two-level grid: parameters.scale = s1·s0 (the level-0 row scales are recomputed by the caller).
+            _ = ProgressiveQuantization.parameters(w, n: n, k: k, groupLength: groupLength, bits: scheme.bits, into: parameters)
+            return globalScale
+        }
         if scheme.algorithm == .hqq {
             HQQ.quantize(w, n: n, k: k, groupLength: groupLength, bits: scheme.bits, settings: settings.hqq,
                          codes: scratch, parameters: parameters)

@@ -47,9 +47,14 @@ public enum QKitConfig {
     }
 
     /// The output `config.json`: the input's members with the recipe added (replacing an older one).
-    public static func outputConfig(_ input: JSONValue?, recipe: QuantRecipe, items: [(String, QuantScheme)], fake: Bool) throws -> JSONValue {
+    /// `activation` and `kvCache`, when given, are recorded as `activation_format` and `kv_cache_format`.
+    public static func outputConfig(_ input: JSONValue?, recipe: QuantRecipe, items: [(String, QuantScheme)], fake: Bool,
+                                    activation: ActivationQuantization? = nil, kvCache: KVCacheQuantization? = nil) throws -> JSONValue {
         var o = input?.objectValue ?? JSONObject()
-        o[fake ? fakeKey : "quantization_config"] = recipeObject(recipe, modules: items.map { (prefix: $0.0, scheme: $0.1) }, fake: fake)
+        var r = recipeObject(recipe, modules: items.map { (prefix: $0.0, scheme: $0.1) }, fake: fake).objectValue!
+        if let activation { r["activation_format"] = activation.json() }
+        if let kvCache { r["kv_cache_format"] = kvCache.json }
+        o[fake ? fakeKey : "quantization_config"] = .object(r)
         return .object(o)
     }
 
@@ -135,8 +140,8 @@ public final class QKitWeights: WeightSource, @unchecked Sendable {
             }
             let (n, k) = (t.shape[0], t.shape[1])
             guard let s = ck[p + ".weight_scale"] else { throw fail("\(t.name) has no \(p).weight_scale") }
-            guard s.shape.count == 2, let sd = dtype(s), [.f32, .f16, .bf16, .f8E4M3, .f8E8M0].contains(sd) else {
-                throw fail("\(s.name): scales must be a 2-D F32, F16, BF16, F8_E4M3 or F8_E8M0 tensor")
+            guard s.shape.count == 2, let sd = dtype(s), [.f32, .f16, .bf16, .f8E4M3, .f8E8M0, .i8].contains(sd) else {
+                throw fail("\(s.name): scales must be a 2-D F32, F16, BF16, F8_E4M3, F8_E8M0 or I8 (progressive) tensor")
             }
             let (sr, sc) = (s.shape[0], s.shape[1])
             guard sr == 1 || sr == n, sc >= 1, sc <= max(k, 1) else { throw fail("\(s.name): shape [\(sr), \(sc)] does not fit codes [\(n), \(k)]") }
@@ -167,7 +172,8 @@ public final class QKitWeights: WeightSource, @unchecked Sendable {
                 throw fail("\(s.name): \(sc) groups do not divide K = \(k)")
             }
             if let m = modules[p] {
-                guard m.codeDType == qd, m.format.info.scaleDType == sd, (m.zeroPointDType == nil) == (v.zero == nil) else {
+                guard m.codeDType == qd, m.scaleDType == sd, (m.zeroPointDType == nil) == (v.zero == nil),
+                      !m.progressive || v.scale2 != nil else {
                     throw fail("\(p): stored tensors do not match the recorded scheme \(m)")
                 }
             }

@@ -47,6 +47,11 @@ public struct QuantizeOptions: Sendable {
     public var maxShardSize = 5_000_000_000
     /// Settings of the HQQ solver.
     public var hqq = HQQ.Settings()
+    /// Run-time activation quantization to record (`activation_format`, e.g. A8 beside 4-bit weights), or `nil`
+    /// (a calibrated algorithm may record its own).
+    public var activationQuantization: ActivationQuantization?
+    /// KV-cache quantization to record (`kv_cache_format`), or `nil`.
+    public var kvCache: KVCacheQuantization?
     public init(recipe: QuantRecipe) { self.recipe = recipe }
 }
 
@@ -158,7 +163,7 @@ public enum QKitQuantizer {
         let dir = ck.directory!
         let config = try QKitConfig.outputConfig(ck.config, recipe: options.recipe, items: items.compactMap { i in
             i.scheme.map { (String(i.tensor.name.dropLast(".weight".count)), $0) }
-        }, fake: options.fake)
+        }, fake: options.fake, activation: options.activationQuantization, kvCache: options.kvCache)
         try writeSmallFile(out.stagedPath("config.json"), config.serialized(indent: 2) + "\n")
         try copyModelFiles(from: dir, to: out)
         report.files = listDirectory(out.stagingPath)
@@ -174,9 +179,10 @@ public enum QKitQuantizer {
         let (n, k) = (shape[0], shape[1])
         let p = String(name.dropLast(".weight".count))
         var outs = [TensorSpec(name: p + ".weight_q", dtype: scheme.codeDType, shape: [n, k]),
-                    TensorSpec(name: p + ".weight_scale", dtype: scheme.format.info.scaleDType, shape: scheme.scaleShape(n: n, k: k))]
+                    TensorSpec(name: p + ".weight_scale", dtype: scheme.scaleDType, shape: scheme.scaleShape(n: n, k: k))]
         if let z = scheme.zeroPointDType { outs.append(TensorSpec(name: p + ".weight_zero_point", dtype: z, shape: scheme.scaleShape(n: n, k: k))) }
         if scheme.format == .nvfp4 { outs.append(TensorSpec(name: p + ".weight_global_scale", dtype: .f32, shape: [1])) }
+        if scheme.progressive { outs.append(TensorSpec(name: p + ".weight_scale_2", dtype: .f32, shape: [n, 1])) }
         return outs
     }
 
@@ -233,6 +239,31 @@ public enum QKitQuantizer {
         let groupLength = scheme.granularity.groupLength(k: k)
         let groupsPerRow = scheme.granularity == .tensor ? 0 : k / groupLength
         let fakeType = options.fakeDType ?? source
+        if scheme.progressive {
+            // The per-row level-0 scale needs the whole row first: the tensor is held as f32 and quantized at once.
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+            defer { w.deallocate() }
+            nonisolated(unsafe) let wp = w
+            parallelFor((n + 63) / 64) { task in
+                let rows = (task * 64)..<min(n, (task + 1) * 64)
+                Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)]),
+                                  into: UnsafeMutableBufferPointer(start: wp + rows.lowerBound * k, count: rows.count * k))
+            }
+            file.release(t.fileRange)
+            let q = QuantizedWeight.quantize(w, rows: n, columns: k, scheme: scheme)
+            if options.fake {
+                q.dequantize(into: w)
+                let out = fakeType.byteCount(elements: n * k)!
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: out, alignment: 64)
+                defer { buffer.deallocate() }
+                Conversion.encode(UnsafeBufferPointer(start: w, count: n * k), as: fakeType, into: buffer)
+                try sink(UnsafeRawBufferPointer(buffer))
+            } else {
+                for (_, bytes) in q.tensors(prefix: "") { try bytes.withUnsafeBytes { try sink($0) } }
+            }
+            progress(n * rowBytes)
+            return
+        }
 
         // A whole-tensor pass first when the scale depends on the whole tensor.
         var globalScale: Float = 1

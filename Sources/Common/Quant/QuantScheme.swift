@@ -3,21 +3,26 @@
 /// Written as a SCHEME string (`--rule REGEX=SCHEME`, `man 1 qquant`):
 /// `keep`, or `FORMAT[:OPTION]...` where FORMAT is a name of the format table (`int2`…`int8`, `fp8`,
 /// `fp8e5m2`, `fp4`, `nvfp4`, `mxfp4`, `mxfp8`) and each OPTION is one of `gN` (groups of N along K),
-/// `ch` or `channel` (one scale per output row), `tensor` (one scale), `sym`, `asym`, `rtn`, `mse`, `hqq`.
+/// `ch` or `channel` (one scale per output row), `tensor` (one scale), `sym`, `asym`, `rtn`, `mse`, `hqq`,
+/// `prog` (QServe's progressive two-level grid: `ProgressiveQuantization`; INT2–4, asymmetric, groups).
 /// Unspecified options take the format's defaults (INT: g128, symmetric, rtn; HQQ: asymmetric).
-/// Examples: `int4:g64:asym`, `int8:ch`, `int3:g64:hqq`, `fp8`, `fp8:tensor`, `nvfp4`, `mxfp4`.
+/// Examples: `int4:g64:asym`, `int8:ch`, `int3:g64:hqq`, `fp8`, `fp8:tensor`, `nvfp4`, `mxfp4`, `int4:g128:asym:prog`.
 public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
     public var format: QuantFormat
     public var granularity: QuantGranularity
     public var symmetric: Bool
     public var algorithm: QuantAlgorithm
+    /// QServe's progressive grid: integer (I8) group scales over a per-row F32 scale (`P.weight_scale_2`).
+    public var progressive: Bool
 
     /// A scheme; `validate()` checks that the combination exists.
-    public init(format: QuantFormat, granularity: QuantGranularity? = nil, symmetric: Bool? = nil, algorithm: QuantAlgorithm = .rtn) {
+    public init(format: QuantFormat, granularity: QuantGranularity? = nil, symmetric: Bool? = nil, algorithm: QuantAlgorithm = .rtn,
+                progressive: Bool = false) {
         self.format = format
         self.granularity = granularity ?? format.info.defaultGranularity
-        self.symmetric = symmetric ?? (algorithm != .hqq)
+        self.symmetric = symmetric ?? (algorithm != .hqq && !progressive)
         self.algorithm = algorithm
+        self.progressive = progressive
     }
 
     /// The canonical SCHEME string (parsing it gives this scheme back).
@@ -25,8 +30,12 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
         var s = format.info.name + ":" + granularity.description
         if case .int = format { s += symmetric ? ":sym" : ":asym" }
         if algorithm != .rtn { s += ":" + algorithm.rawValue }
+        if progressive { s += ":prog" }
         return s
     }
+
+    /// Element type of `P.weight_scale`: the format's, or I8 (integer level-1 scales) when progressive.
+    public var scaleDType: DType { progressive ? .i8 : format.info.scaleDType }
 
     /// Element type of `P.weight_q`.
     public var codeDType: DType { format.codeDType(symmetric: symmetric) }
@@ -49,6 +58,12 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
             throw SchemeError("\(info.name) uses groups of \(fixed) (g\(fixed)); \(granularity) is not possible")
         }
         if !symmetric, !info.allowsAsymmetric { throw SchemeError("\(info.name) is symmetric only (no zero point)") }
+        if progressive {
+            guard case .int(let b) = format, b <= 4 else { throw SchemeError("prog (progressive) is for int2 to int4, not \(info.name)") }
+            guard !symmetric else { throw SchemeError("prog (progressive) is asymmetric (integer zero points); drop :sym") }
+            guard case .group = granularity else { throw SchemeError("prog (progressive) needs groups (per channel: int4:ch:asym)") }
+            guard algorithm == .rtn else { throw SchemeError("prog (progressive) rounds to nearest; \(algorithm.rawValue) does not apply") }
+        }
         switch algorithm {
         case .rtn: break
         case .mse:
@@ -77,6 +92,7 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
         var granularity: QuantGranularity?
         var symmetric: Bool?
         var algorithm: QuantAlgorithm?
+        var progressive: Bool?
         func once<T>(_ slot: inout T?, _ value: T, _ what: String) throws(SchemeError) {
             guard slot == nil else { throw SchemeError("'\(text)': \(what) given twice") }
             slot = value
@@ -88,6 +104,7 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
             case "tensor": try once(&granularity, .tensor, "granularity")
             case "sym": try once(&symmetric, true, "symmetry")
             case "asym": try once(&symmetric, false, "symmetry")
+            case "prog", "progressive": try once(&progressive, true, "prog")
             default:
                 if let a = QuantAlgorithm(rawValue: p) {
                     try once(&algorithm, a, "algorithm")
@@ -95,11 +112,12 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
                     guard g > 0 else { throw SchemeError("'\(text)': group size must be positive") }
                     try once(&granularity, .group(g), "granularity")
                 } else {
-                    throw SchemeError("'\(text)': unknown option '\(p)' (gN, ch, tensor, sym, asym, rtn, mse, hqq)")
+                    throw SchemeError("'\(text)': unknown option '\(p)' (gN, ch, tensor, sym, asym, rtn, mse, hqq, prog)")
                 }
             }
         }
-        let scheme = QuantScheme(format: format, granularity: granularity, symmetric: symmetric, algorithm: algorithm ?? .rtn)
+        let scheme = QuantScheme(format: format, granularity: granularity, symmetric: symmetric, algorithm: algorithm ?? .rtn,
+                                 progressive: progressive ?? false)
         try scheme.validate()
         return scheme
     }
@@ -113,12 +131,14 @@ public struct QuantScheme: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Stored bits per weight for a `[n, k]` weight: codes (information bits), scales, zero points, global scale.
+    /// Stored bits per weight for a `[n, k]` weight: codes (information bits), scales, zero points, global scale,
+    /// progressive per-row scales.
     public func bitsPerWeight(n: Int, k: Int) -> Double {
         let scales = Double(scaleCount(n: n, k: k))
-        var bits = Double(format.info.elementBits) * Double(n * k) + scales * Double(format.info.scaleDType.bitSize)
+        var bits = Double(format.info.elementBits) * Double(n * k) + scales * Double(scaleDType.bitSize)
         if let z = zeroPointDType { bits += scales * (z == .u8 ? Double(format.info.elementBits) : 32) }
         if format == .nvfp4 { bits += 32 }
+        if progressive { bits += 32 * Double(n) }
         return bits / Double(max(1, n * k))
     }
 

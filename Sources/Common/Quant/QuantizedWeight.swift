@@ -1,6 +1,7 @@
 /// One linear weight quantized in memory: codes (one byte per element, original column order), the group
 /// parameters and NVFP4's global scale. What the calibrated algorithms produce and the qkit checkpoint stores
-/// as `P.weight_q`, `P.weight_scale`, `P.weight_zero_point`, `P.weight_global_scale` (`man 5 qkit`).
+/// as `P.weight_q`, `P.weight_scale`, `P.weight_zero_point`, `P.weight_global_scale` and, for a progressive
+/// scheme, `P.weight_scale_2` (`man 5 qkit`).
 public struct QuantizedWeight: Sendable {
     public let scheme: QuantScheme
     public let rows: Int
@@ -11,14 +12,19 @@ public struct QuantizedWeight: Sendable {
     public var parameters: [GroupCodec.Parameters]
     /// NVFP4's global scale (a divisor), 1 otherwise.
     public var globalScale: Float
+    /// A progressive scheme's level-0 scale of every row (`P.weight_scale_2`); the parameters' `storedScale`
+    /// then holds the integer level-1 scale.
+    public var rowScales: [Float]?
 
-    public init(scheme: QuantScheme, rows: Int, columns: Int, codes: [UInt8], parameters: [GroupCodec.Parameters], globalScale: Float) {
+    public init(scheme: QuantScheme, rows: Int, columns: Int, codes: [UInt8], parameters: [GroupCodec.Parameters], globalScale: Float,
+                rowScales: [Float]? = nil) {
         self.scheme = scheme
         self.rows = rows
         self.columns = columns
         self.codes = codes
         self.parameters = parameters
         self.globalScale = globalScale
+        self.rowScales = rowScales
     }
 
     /// Elements per group.
@@ -36,13 +42,17 @@ public struct QuantizedWeight: Sendable {
         let codec = GroupCodec(scheme: scheme, globalScale: globalScale)
         let gl = groupLength, gpr = max(1, groupsPerRow), k = columns
         nonisolated(unsafe) let out = out
+        let rowScales = rowScales
         codes.withUnsafeBufferPointer { c in
             nonisolated(unsafe) let c = c.baseAddress!
             parallelFor((rows + 63) / 64) { t in
                 for r in (t * 64)..<min(rows, (t + 1) * 64) {
                     for g in 0..<gpr {
-                        codec.decode(c + r * k + g * gl, count: gl, parameters(row: r, group: g), into: out + r * k + g * gl)
+                        var p = parameters(row: r, group: g)
+                        if rowScales != nil { p.scale = Float(p.storedScale) }   // (q − z)·s1, then · s0 below
+                        codec.decode(c + r * k + g * gl, count: gl, p, into: out + r * k + g * gl)
                     }
+                    if let s0 = rowScales?[r] { for i in 0..<k { out[r * k + i] *= s0 } }
                 }
             }
         }
@@ -57,6 +67,23 @@ public struct QuantizedWeight: Sendable {
         let gpr = scheme.granularity == .tensor ? 0 : k / gl
         var codes = [UInt8](repeating: 0, count: n * k)
         var params = [GroupCodec.Parameters](repeating: GroupCodec.Parameters(scale: 0, storedScale: 0, zero: 0), count: max(1, n * gpr))
+        if scheme.progressive {
+            let codec = GroupCodec(scheme: scheme)
+            let rowScales = params.withUnsafeMutableBufferPointer { pb in
+                ProgressiveQuantization.parameters(w, n: n, k: k, groupLength: gl, bits: scheme.bits, into: pb.baseAddress!)
+            }
+            codes.withUnsafeMutableBufferPointer { cb in
+                params.withUnsafeBufferPointer { pb in
+                    nonisolated(unsafe) let (c, p, w) = (cb.baseAddress!, pb.baseAddress!, w)
+                    parallelFor((n + 63) / 64) { t in
+                        for r in (t * 64)..<min(n, (t + 1) * 64) {
+                            for g in 0..<gpr { codec.encode(w + r * k + g * gl, count: gl, p[r * gpr + g], into: c + r * k + g * gl) }
+                        }
+                    }
+                }
+            }
+            return QuantizedWeight(scheme: scheme, rows: n, columns: k, codes: codes, parameters: params, globalScale: 1, rowScales: rowScales)
+        }
         var globalScale: Float = 1
         var fixed: GroupCodec.Parameters?
         if scheme.granularity == .tensor || scheme.format == .nvfp4 {
@@ -113,11 +140,14 @@ public struct QuantizedWeight: Sendable {
         let shape = scheme.scaleShape(n: n, k: k)
         for (i, bytes) in Self.parameterBytes(parameters, scheme: scheme, globalScale: globalScale).enumerated() {
             let spec: TensorSpec = switch i {
-            case 0: TensorSpec(name: p + ".weight_scale", dtype: scheme.format.info.scaleDType, shape: shape)
+            case 0: TensorSpec(name: p + ".weight_scale", dtype: scheme.scaleDType, shape: shape)
             case 1 where scheme.zeroPointDType != nil: TensorSpec(name: p + ".weight_zero_point", dtype: scheme.zeroPointDType!, shape: shape)
             default: TensorSpec(name: p + ".weight_global_scale", dtype: .f32, shape: [1])
             }
             out.append((spec, bytes))
+        }
+        if let rowScales {
+            out.append((TensorSpec(name: p + ".weight_scale_2", dtype: .f32, shape: [n, 1]), rowScales.withUnsafeBytes { Array($0) }))
         }
         return out
     }
@@ -125,7 +155,7 @@ public struct QuantizedWeight: Sendable {
     /// The stored bytes of group parameters, in output order: scales (F32, or the F8_E4M3/E8M0 code bytes),
     /// then zero points (U8 integers or F32) when the scheme has them, then NVFP4's F32 global scale.
     public static func parameterBytes(_ parameters: [GroupCodec.Parameters], scheme: QuantScheme, globalScale: Float) -> [[UInt8]] {
-        let width = scheme.format.info.scaleDType == .f32 ? 4 : 1
+        let width = scheme.scaleDType == .f32 ? 4 : 1
         var scales = [UInt8](repeating: 0, count: parameters.count * width)
         scales.withUnsafeMutableBytes { out in
             for (i, p) in parameters.enumerated() {
