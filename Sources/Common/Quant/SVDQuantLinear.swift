@@ -295,6 +295,7 @@ public enum SVDQuantLinear {
         /// codes re-encoded from `values` with them (`values == nil`: codes kept, GPTQ's), so a packed checkpoint
         /// computes exactly what the qkit one does.
         func roundScales(_ q: QuantizedWeight, values: UnsafePointer<Float>?) -> QuantizedWeight {
+            if scheme.format == .nvfp4, let values { return roundTripGlobal(q, values: values) }
             guard case .int = scheme.format, settings.lowRankDType != .f32, scheme.symmetric else { return q }
             var q = q
             let codec = GroupCodec(scheme: scheme)
@@ -311,6 +312,33 @@ public enum SVDQuantLinear {
                 }
             }
             return q
+        }
+
+        /// NVFP4 with a global scale g whose F32 reciprocal gives g back (`1/(1/g) == g`): Nunchaku stores
+        /// `wtscale = 1/g` and its reader recovers `g = 1/wtscale`, so the packed weights dequantize to the same
+        /// values. The nearest such g to the RTN one is taken, and the codes re-encoded with it.
+        func roundTripGlobal(_ q: QuantizedWeight, values: UnsafePointer<Float>) -> QuantizedWeight {
+            var g = q.globalScale, down = g, up = g
+            while (1 / (1 / g)) != g {
+                down = down.nextDown
+                up = up.nextUp
+                g = (1 / (1 / down)) == down ? down : up
+                if (1 / (1 / up)) == up && (1 / (1 / down)) != down { g = up }
+            }
+            guard g != q.globalScale else { return q }
+            var out = q
+            out.globalScale = g
+            let codec = GroupCodec(scheme: scheme, globalScale: g)
+            let gl = q.groupLength, gpr = q.groupsPerRow
+            out.codes.withUnsafeMutableBufferPointer { c in
+                out.parameters.withUnsafeMutableBufferPointer { p in
+                    for r in 0..<n {
+                        RTN.quantizeRow(values + r * k, k: k, groupLength: gl, codec: codec, fixed: nil, codes: c.baseAddress! + r * k,
+                                        parameters: p.baseAddress! + r * gpr)
+                    }
+                }
+            }
+            return out
         }
 
         /// The Hessian of the smoothed input for GPTQ, `diag(1/λ)·G·diag(1/λ)` (from the Gram matrix or the samples).
