@@ -11,8 +11,8 @@ struct Qquant: ParsableCommand {
         abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
         discussion: """
             Algorithms: the data-free rtn (round to nearest, optionally with an MSE clipping search, --clip mse) \
-            and hqq (half-quadratic, float zero points); the calibrated awq, gptq, smoothquant and qoq, which \
-            run calibration text through the model on the CPU, one decoder block at a time (svdquant exits \
+            and hqq (half-quadratic, float zero points); the calibrated awq, gptq, smoothquant, qoq and \
+            svdquant, which run calibration text through the model on the CPU, one decoder block at a time (omniquant exits \
             with status 69 until it lands).
 
             CALIBRATION: --data FILE (text, tokenized with the model's tokenizer; with --chat each line or JSONL \
@@ -78,6 +78,19 @@ struct Qquant: ParsableCommand {
             token, dynamic) and kv_cache_format (asymmetric int per head per token, dynamic), which qeval \
             simulates.
 
+            svdquant (W4A4: int4 symmetric g64, or --format nvfp4; --abits 4, or 16 for float activations): \
+            per block one full-precision forward gathers max|x| per channel and --loss-tokens subsampled \
+            token rows of every linear input; q/k/v, o_proj, gate/up and down_proj are decomposed (q/k/v and \
+            gate/up together: one smoothing, one lora_down). Smoothing lambda = max|x|^a / max|W|^b over \
+            (a, 0) and (a, 1-a), a = i/--grid, each scored by the layer-output error with its rank --rank \
+            branch L = SVD_r(W*lambda) (LAPACK, f64; randomized above 256) and 4-bit weights and activations \
+            in the loop; then L = SVD_r(W*lambda - R), R = Q(W*lambda - L) up to --iterations times, stopping \
+            at the first that does not improve; --gptq runs GPTQ on the residual (kept when better). The \
+            output stores P.smooth (F32), P.lora_down [R, K] and P.lora_up [N, R] (BF16, F16 for a float16 \
+            model) beside the residual's codes, and the activation format; qeval computes \
+            Q_a(x/smooth)*R^T + (x*lora_down^T)*lora_up^T. Without --data it runs data-free (smoothing off, \
+            the weight error as loss). qpack --to nunchaku packs it.
+
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
             continues after the last finished block and writes the same bytes as an uninterrupted run (a \
@@ -127,6 +140,8 @@ struct Qquant: ParsableCommand {
               qquant model/ --algo none --rotate -o model-rotated/
               qquant model/ --algo qoq --data howto.txt --samples 32 --sampling first -o model-w4a8kv4/
               qquant model/ --group 128 --rule '_proj=int4:g128:prog' --abits 8 --kvbits 4 -o model-rtn-w4a8kv4/
+              qquant model/ --algo svdquant --data howto.txt --samples 32 --sampling first -o model-svdq/
+              qquant model/ --algo svdquant --format nvfp4 --gptq --data howto.txt -o model-svdq-fp4/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
@@ -143,7 +158,7 @@ struct Qquant: ParsableCommand {
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant, qoq, or none (with --rotate: the rotated float model only; svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant, qoq, svdquant, or none (with --rotate: the rotated float model only).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
@@ -182,7 +197,7 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits, per-token dynamic symmetric INT, recorded for qeval to simulate (any algorithm; smoothquant and qoq: 8 by default).") var abits: Int?
+    @Option(help: "Activation bits, recorded for qeval to simulate: per-token dynamic symmetric INT, 2 to 8, with any algorithm (smoothquant and qoq: 8 by default); svdquant 4 (the default: INT4 groups of 64, or NVFP4 with --format nvfp4) or 16 (float activations).") var abits: Int?
     @Option(help: "KV-cache bits: 4 or 8 (asymmetric INT per head per token, dynamic, recorded for qeval to simulate), 16 for a float cache (qoq: 4 by default).") var kvbits: Int?
 
     @OptionGroup var calibration: CalibrationDataOptions
@@ -195,6 +210,11 @@ struct Qquant: ParsableCommand {
     @Flag(name: .customLong("static-activations"), help: "smoothquant: one calibrated activation scale per linear input (P.input_scale) instead of per-token dynamic scales.") var staticActivations = false
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
+    @Option(help: "svdquant: rank of the 16-bit low-rank branch (0: none; with --grid 0, plain RTN W4A4).") var rank = 32
+    @Option(help: "svdquant: smoothing grid, alpha = i/N (0: no smoothing).") var grid = 20
+    @Option(help: "svdquant: most SVD/quantization refinement iterations.") var iterations = 100
+    @Option(name: .customLong("loss-tokens"), help: "svdquant: calibration tokens (subsampled) scoring each candidate.") var lossTokens = 1024
+    @Flag(help: "svdquant: GPTQ on the 4-bit residual (--damp, --block-size, --act-order apply).") var gptq = false
     @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
     @Flag(help: "Rotate the model first (QuaRot, offline and free at run time): RMSNorm weights folded, embeddings untied, a randomized Hadamard on the residual stream, a Hadamard per head between v_proj and o_proj.") var rotate = false
     @Option(name: .customLong("rotate-seed"), help: "Seed of the residual rotation's random signs (default: a fixed seed).") var rotateSeed: UInt64?
@@ -215,26 +235,28 @@ struct Qquant: ParsableCommand {
     var quiet = false
 
     /// The calibrated algorithms (`--algo` names).
-    static let calibrated = ["awq", "gptq", "smoothquant", "qoq"]
+    static let calibrated = ["awq", "gptq", "smoothquant", "qoq", "svdquant"]
 
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
     var rotating: Bool { rotate || rotateOnline }
 
     func run() throws {
-        if ["svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
-            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq, smoothquant or qoq")
+        if ["omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) is not available yet; use rtn, hqq, awq, gptq, smoothquant, qoq or svdquant (--rotate for QuaRot)")
         }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
-            if let abits, !(2...8).contains(abits) { throw UsageError("--abits: integer activations are 2 to 8 bits") }
+            let svdquant = algo.lowercased() == "svdquant"
+            if let abits, !(2...8).contains(abits), !(svdquant && abits == 16) { throw UsageError("--abits: integer activations are 2 to 8 bits") }
             if rotateSeed != nil && !rotating { throw UsageError("--rotate-seed goes with --rotate") }
+            if !svdquant && gptq { throw UsageError("--gptq goes with --algo svdquant (use --algo gptq)") }
             if algo.lowercased() == "none" { return try writeRotated() }
             if !isCalibrated {
                 for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
                                       ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat), ("--resume", resume)] where given {
-                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant or qoq), not \(algo)")
+                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant, qoq or svdquant), not \(algo)")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
@@ -270,7 +292,7 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
-            if let abits {
+            if let abits, !svdquant {   // svdquant's --abits picks its own W4A4 format
                 options.activationQuantization = ActivationQuantization(bits: abits)
             }
             switch kvbits ?? (algo.lowercased() == "qoq" ? 4 : 16) {
@@ -317,6 +339,7 @@ struct Qquant: ParsableCommand {
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
     func runCalibrated(_ quantize: QuantizeOptions, model: String) throws -> CalibrationEngine.Report {
+        if algo.lowercased() == "svdquant" { return try runSVDQuant(quantize, model: model) }
         if !calibration.given && stats == nil {
             throw UsageError("--algo \(algo) calibrates: give --data FILE (text) or --ids FILE (token ids)"
                              + (algo.lowercased() == "smoothquant" ? ", or --stats FILE from qcalib" : ""))
@@ -411,12 +434,54 @@ struct Qquant: ParsableCommand {
         return "\(dir.isEmpty ? "/" : dir)/.\(base).\(suffix)"
     }
 
+    /// Runs svdquant: calibrated with --data/--ids, data-free (smoothing off) without.
+    func runSVDQuant(_ quantize: QuantizeOptions, model: String) throws -> CalibrationEngine.Report {
+        guard !quantize.fake else { throw UsageError("--fake: svdquant's smoothing and low-rank branch cannot be folded into a float weight") }
+        guard stats == nil else { throw UsageError("--stats: svdquant needs the block forward passes (give --data or --ids)") }
+        guard rank >= 0 else { throw UsageError("--rank must not be negative (0: no low-rank branch)") }
+        guard grid >= 0, iterations >= 1, lossTokens >= 1 else { throw UsageError("--grid must be ≥ 0, --iterations and --loss-tokens ≥ 1") }
+        let d = quantize.recipe.defaultScheme
+        let nvfp4 = d.format == .nvfp4
+        guard nvfp4 || (d.format == .int(bits: 4) && d.symmetric) else {
+            throw UsageError("--algo svdquant: 4-bit weights, --format int (INT4 symmetric, group 64 by default) or nvfp4")
+        }
+        var activation: ActivationQuantization?
+        switch abits ?? 4 {
+        case 4: activation = nvfp4 ? .nvfp4 : .int4Group64
+        case 16: activation = nil
+        default: throw UsageError("--abits: svdquant runs 4-bit (W4A4) or 16-bit (W4A16) activations")
+        }
+        var checkpointDType = DType.bf16
+        if let ck = try? Checkpoint(path: model),
+           (ck.config?["torch_dtype"]?.stringValue ?? ck.config?["dtype"]?.stringValue) == "float16" { checkpointDType = .f16 }
+        var settings = SVDQuantLinear.Settings(rank: rank, grid: grid, iterations: iterations, activation: activation, lowRankDType: checkpointDType)
+        if gptq {
+            guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
+            guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
+            settings.gptq = GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder)
+        } else if actOrder {
+            throw UsageError("--act-order goes with gptq (or svdquant --gptq)")
+        }
+        var algorithm = SVDQuant(linear: settings)
+        algorithm.samples = lossTokens
+        let log: (String) -> Void = { if !quiet && verbose { logLine("qquant: " + $0) } else if !quiet && $0.hasPrefix("block ") { logLine("qquant: " + $0) } }
+        if !calibration.given {
+            return try algorithm.runDataFree(model: model, output: output, options: quantize, log: log)
+        }
+        var options = CalibratedOptions(quantize: quantize, data: try calibration.request())
+        options.batchTokens = max(calibration.seqlen, batchTokens)
+        options.restart = restart
+        options.requireResume = resume
+        if resume && restart { throw UsageError("--resume and --restart exclude each other") }
+        return try CalibrationEngine.run(model: model, output: output, algorithm: algorithm, options: options, log: log)
+    }
+
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
         let name = algo.lowercased()
         let base = isCalibrated ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, qoq, none with --rotate; svdquant later)")
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, qoq, svdquant, none with --rotate)")
         }
         let defaultBits = name == "smoothquant" ? 8 : 4
         guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {
@@ -426,7 +491,7 @@ struct Qquant: ParsableCommand {
             throw UsageError("--wbits \(wbits) does not go with --format \(format) (\(f.info.elementBits)-bit elements)")
         }
         if symmetric && asymmetric { throw UsageError("--sym and --asym exclude each other") }
-        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : nil
+        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : (name == "svdquant" && f == .int(bits: 4) ? .group(64) : nil)
         if let group {
             switch group.lowercased() {
             case "channel", "ch", "-1": granularity = .channel

@@ -56,7 +56,7 @@ struct QQuantToolTests {
         let cases: [([String], Int32, String)] = [
             (["--format", "q4_k"], 64, "unknown format 'q4_k'"),
             (["--algo", "magic"], 64, "unknown algorithm 'magic'"),
-            (["--algo", "svdquant"], 69, "issue 7"),
+            (["--algo", "omniquant"], 69, "not available"),
             (["--algo", "qoq", "--group", "32"], 64, "--data"),
             (["--algo", "qoq", "--group", "32", "--sym", "--ids", out + "/file"], 64, "prog (progressive) is asymmetric"),
             (["--algo", "awq", "--group", "32"], 64, "--data"),

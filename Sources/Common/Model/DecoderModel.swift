@@ -129,6 +129,11 @@ public final class DecoderModel: @unchecked Sendable {
     /// model's recipe), or compressed-tensors' integer `input_activations` (per token, or static per tensor from
     /// each linear's `input_scale`).
     static func activationQuantization(_ config: JSONValue) -> (quantization: ActivationQuantization, isStatic: Bool)? {
+        // Nunchaku (qpack --to nunchaku): W4A4 activations as its kernels quantize them.
+        if config["quantization_config"]?["quant_method"]?.stringValue == "svdquant",
+           let dt = config["quantization_config"]?["activation"]?["dtype"]?.stringValue {
+            return (dt == "fp4_e2m1_all" ? .nvfp4 : .int4Group64, false)
+        }
         for key in ["quantization_config", QKitConfig.fakeKey] {
             if let a = ActivationQuantization.parse(config[key]?["activation_format"]) { return a }
         }

@@ -442,17 +442,32 @@ extension BlockWeights {
 }
 
 extension ActivationQuantization {
-    /// The recipe's `activation_format`: symmetric integers, per token and dynamic, or (`static`) one
-    /// calibrated scale per linear input stored as `P.input_scale` F32 `[1]` beside each quantized linear.
+    /// The recipe's `activation_format`: per-token INT (`granularity` token, or `tensor` with `static` scales
+    /// stored as `P.input_scale` F32 `[1]` beside each linear), per-token groups of INT (`granularity` group,
+    /// `group_size`), or NVFP4 (`format` nvfp4, `group_size` 16, F8_E4M3 scales).
     public func json(static isStatic: Bool = false) -> JSONValue {
-        .object(JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true),
-                            ("granularity", .string(isStatic ? "tensor" : "token")), ("dynamic", .bool(!isStatic))]))
+        if format == .nvfp4 {
+            return .object(JSONObject([("format", "nvfp4"), ("bits", 4), ("granularity", "group"), ("group_size", 16),
+                                       ("scale_dtype", "F8_E4M3"), ("dynamic", true)]))
+        }
+        if let g = groupSize {
+            return .object(JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true), ("granularity", "group"),
+                                       ("group_size", .int(g)), ("dynamic", true)]))
+        }
+        return .object(JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true),
+                                   ("granularity", .string(isStatic ? "tensor" : "token")), ("dynamic", .bool(!isStatic))]))
     }
 
     /// Reads an `activation_format` object back (`nil` when absent or null); `isStatic` when it says
     /// `"dynamic": false` (the scales are then the checkpoint's `P.input_scale` tensors).
     public static func parse(_ json: JSONValue?) -> (quantization: ActivationQuantization, isStatic: Bool)? {
-        guard let o = json?.objectValue, o["format"]?.stringValue == "int", let bits = o["bits"]?.intValue, (2...8).contains(bits) else { return nil }
+        guard let o = json?.objectValue else { return nil }
+        if o["format"]?.stringValue == "nvfp4" { return (.nvfp4, false) }
+        guard o["format"]?.stringValue == "int", let bits = o["bits"]?.intValue, (2...8).contains(bits) else { return nil }
+        if o["granularity"]?.stringValue == "group" {
+            guard let g = o["group_size"]?.intValue, g > 0 else { return nil }
+            return (ActivationQuantization(bits: bits, groupSize: g), false)
+        }
         return (ActivationQuantization(bits: bits), o["dynamic"]?.boolValue == false)
     }
 }
