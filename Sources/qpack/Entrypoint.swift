@@ -139,7 +139,8 @@ struct Qpack: ParsableCommand {
             }
             if format == .nunchaku {
                 guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
-                let r = try NunchakuPacker.run(input: input, output: output, log: log)
+                let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
+                    : NunchakuPacker.run(input: input, output: output, log: log)
                 if !quiet {
                     logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
                 }
