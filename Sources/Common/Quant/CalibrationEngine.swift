@@ -422,8 +422,17 @@ extension BlockWeights {
 }
 
 extension ActivationQuantization {
-    /// The recipe's `activation_format`.
+    /// The recipe's `activation_format`: per-token INT (`granularity` token or tensor), per-token groups of INT
+    /// (`granularity` group, `group_size`), or NVFP4 (`format` nvfp4, `group_size` 16, F8_E4M3 scales).
     public var json: JSONValue {
+        if format == .nvfp4 {
+            return .object(JSONObject([("format", "nvfp4"), ("bits", 4), ("granularity", "group"), ("group_size", 16),
+                                       ("scale_dtype", "F8_E4M3"), ("dynamic", true)]))
+        }
+        if let g = groupSize {
+            return .object(JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true), ("granularity", "group"),
+                                       ("group_size", .int(g)), ("dynamic", true)]))
+        }
         var o = JSONObject([("format", "int"), ("bits", .int(bits)), ("sym", true),
                             ("granularity", .string(staticScales.isEmpty ? "token" : "tensor")),
                             ("dynamic", .bool(staticScales.isEmpty))])
@@ -435,7 +444,17 @@ extension ActivationQuantization {
 
     /// Reads an `activation_format` object back (`nil` when absent or null).
     public init?(json: JSONValue?) {
-        guard let o = json?.objectValue, o["format"]?.stringValue == "int", let bits = o["bits"]?.intValue, (2...8).contains(bits) else { return nil }
+        guard let o = json?.objectValue else { return nil }
+        if o["format"]?.stringValue == "nvfp4" {
+            self.init(bits: 4, format: .nvfp4)
+            return
+        }
+        guard o["format"]?.stringValue == "int", let bits = o["bits"]?.intValue, (2...8).contains(bits) else { return nil }
+        if o["granularity"]?.stringValue == "group" {
+            guard let g = o["group_size"]?.intValue, g > 0 else { return nil }
+            self.init(bits: bits, groupSize: g)
+            return
+        }
         var scales: [LinearInput: Float] = [:]
         if let s = o["static_scales"]?.objectValue {
             for (k, v) in s.members { if let i = LinearInput(rawValue: k), let d = v.doubleValue { scales[i] = Float(d) } }
