@@ -157,6 +157,7 @@ struct Qquant: ParsableCommand {
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
     @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
+    @Option(help: "svdquant: rank of the 16-bit low-rank branch (diffusers transformers).") var rank = 32
     @Flag(help: "Fail unless an interrupted run of this command left progress to continue.") var resume = false
     @Flag(help: "Discard the progress of an interrupted run of this command and start over.") var restart = false
 
@@ -178,7 +179,9 @@ struct Qquant: ParsableCommand {
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
     func run() throws {
-        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) {
+        // SVDQuant's weight side on a diffusers transformer (FLUX.1, SANA, PixArt-Σ).
+        let diffusionSVD = algo.lowercased() == "svdquant" && DiffusionTransformers.isDiffusers(path: model)
+        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) && !diffusionSVD {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
         }
         if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
@@ -187,7 +190,7 @@ struct Qquant: ParsableCommand {
         try runTool("qquant") {
             if !isCalibrated {
                 for (flag, given) in [("--abits", abits != nil), ("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
-                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
+                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given && !(diffusionSVD && flag == "--stats") {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
                 }
             }
@@ -215,6 +218,19 @@ struct Qquant: ParsableCommand {
                 } else if !quiet {
                     print("\(output): \(algo.lowercased()) on \(report.tokens) calibration tokens, quantized \(report.quantize.quantized.count) weights, "
                           + "copied \(report.quantize.copied) tensors in \(fixedDecimals(report.quantize.seconds, 1)) s")
+                }
+                return
+            }
+            if diffusionSVD {
+                guard rank >= 1 else { throw UsageError("--rank must be positive") }
+                var svd = DiffusionSVDQuant.Options()
+                svd.rank = rank
+                svd.statistics = stats
+                let report = try DiffusionSVDQuant.run(model: model, output: output, options: options, svd: svd,
+                                                       log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
+                if json { print(report.json.serialized(indent: 2)) } else if !quiet {
+                    print("\(output): svdquant rank \(rank)\(stats == nil ? " (data-free, no smoothing)" : ", smoothing from \(stats!)"), "
+                          + "quantized \(report.quantized.count) weights, copied \(report.copied) tensors in \(fixedDecimals(report.seconds, 2)) s")
                 }
                 return
             }
@@ -280,7 +296,7 @@ struct Qquant: ParsableCommand {
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
         let name = algo.lowercased()
-        let base = isCalibrated ? "rtn" : name
+        let base = isCalibrated || name == "svdquant" ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
             throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant; qoq, svdquant later)")
         }
@@ -292,7 +308,8 @@ struct Qquant: ParsableCommand {
             throw UsageError("--wbits \(wbits) does not go with --format \(format) (\(f.info.elementBits)-bit elements)")
         }
         if symmetric && asymmetric { throw UsageError("--sym and --asym exclude each other") }
-        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : nil
+        // SVDQuant's residual is Nunchaku's: int4 g64 (or nvfp4's g16).
+        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : (name == "svdquant" && format.lowercased() == "int" ? .group(64) : nil)
         if let group {
             switch group.lowercased() {
             case "channel", "ch", "-1": granularity = .channel

@@ -169,6 +169,12 @@ public enum DiffusionTransformers {
         return ck.filePaths.contains { $0.hasSuffix("/" + Checkpoint.diffusersWeightsName) || $0.contains("/diffusion_pytorch_model-") }
     }
 
+    /// Whether the checkpoint at `path` is a diffusers model (false when it cannot be opened).
+    public static func isDiffusers(path: String) -> Bool {
+        guard path != "-", let ck = try? Checkpoint(path: path) else { return false }
+        return isDiffusers(ck)
+    }
+
     /// The descriptor of a diffusers transformer checkpoint: 69 for a class qkit does not read, 65 for a
     /// malformed config or tensors that do not match it.
     public static func describe(_ ck: Checkpoint) throws -> DiTDescriptor {
