@@ -184,6 +184,10 @@ struct Qquant: ParsableCommand {
         if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) && !diffusionSVD {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
         }
+        if isCalibrated && DiffusionTransformers.isDiffusers(path: model) {
+            writeStandardError("qquant: \(model): --algo \(algo) runs the decoder forward pass; a diffusion transformer takes rtn, hqq or svdquant (weight side)\n")
+            throw ExitCode(69)
+        }
         if kvbits != nil { throw notAvailableYet("qquant", "--kvbits is not available yet (issue 7)") }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
