@@ -11,9 +11,9 @@ struct Qquant: ParsableCommand {
         abstract: "Quantize a checkpoint's weights into a qkit checkpoint (or fake-quantize them).",
         discussion: """
             Algorithms: the data-free rtn (round to nearest, optionally with an MSE clipping search, --clip mse) \
-            and hqq (half-quadratic, float zero points); the calibrated awq, gptq and smoothquant, which run \
-            calibration text through the model on the CPU, one decoder block at a time (qoq and svdquant exit \
-            with status 69 until they land).
+            and hqq (half-quadratic, float zero points); the calibrated awq, gptq, smoothquant and svdquant, \
+            which run calibration text through the model on the CPU, one decoder block at a time (qoq exits \
+            with status 69 until it lands).
 
             CALIBRATION: --data FILE (text, tokenized with the model's tokenizer; with --chat each line or JSONL \
             record is rendered through the model's chat template first) or --ids FILE (as qeval --tokenize \
@@ -45,6 +45,19 @@ struct Qquant: ParsableCommand {
             folded into input_layernorm (q/k/v) and post_attention_layernorm (gate/up); the recipe records \
             per-token dynamic int8 activations (--abits), which qeval simulates. With --stats FILE (a qcalib \
             statistics file, - for a pipe) it needs no calibration data.
+
+            svdquant (W4A4: int4 symmetric g64, or --format nvfp4; --abits 4, or 16 for float activations): \
+            per block one full-precision forward gathers max|x| per channel and --loss-tokens subsampled \
+            token rows of every linear input; q/k/v, o_proj, gate/up and down_proj are decomposed (q/k/v and \
+            gate/up together: one smoothing, one lora_down). Smoothing lambda = max|x|^a / max|W|^b over \
+            (a, 0) and (a, 1-a), a = i/--grid, each scored by the layer-output error with its rank --rank \
+            branch L = SVD_r(W*lambda) (LAPACK, f64; randomized above 256) and 4-bit weights and activations \
+            in the loop; then L = SVD_r(W*lambda - R), R = Q(W*lambda - L) up to --iterations times, stopping \
+            at the first that does not improve; --gptq runs GPTQ on the residual (kept when better). The \
+            output stores P.smooth (F32), P.lora_down [R, K] and P.lora_up [N, R] (BF16, F16 for a float16 \
+            model) beside the residual's codes, and the activation format; qeval computes \
+            Q_a(x/smooth)*R^T + (x*lora_down^T)*lora_up^T. Without --data it runs data-free (smoothing off, \
+            the weight error as loss). qpack --to nunchaku packs it.
 
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
@@ -89,6 +102,8 @@ struct Qquant: ParsableCommand {
               qquant model/ --algo gptq --group 64 --act-order --data howto.txt --samples 32 --sampling first -o model-gptq/
               qquant model/ --algo awq --group 64 --data pile.txt -o model-awq/
               qcalib model/ --data pile.txt -o - | qquant model/ --algo smoothquant --stats - -o model-w8a8/
+              qquant model/ --algo svdquant --data howto.txt --samples 32 --sampling first -o model-svdq/
+              qquant model/ --algo svdquant --format nvfp4 --gptq --data howto.txt -o model-svdq-fp4/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
@@ -105,7 +120,7 @@ struct Qquant: ParsableCommand {
     @Argument(help: "Model directory (Hugging Face layout, float safetensors).")
     var model: String
 
-    @Option(help: "Algorithm: rtn, hqq, awq, gptq or smoothquant (qoq, svdquant: not available yet).")
+    @Option(help: "Algorithm: rtn, hqq, awq, gptq, smoothquant or svdquant (qoq: not available yet).")
     var algo: String = "rtn"
 
     @Option(help: "Weight bits for --format int (2 to 8; default 4).")
@@ -144,7 +159,7 @@ struct Qquant: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest output shard in bytes of tensor data (e.g. 5GB, 500MB).")
     var maxShardSize: String = "5GB"
 
-    @Option(help: "Activation bits for smoothquant (W8A8: 8, the default; per-token dynamic, simulated by qeval).") var abits: Int?
+    @Option(help: "Activation bits: smoothquant 2 to 8 (W8A8: 8, the default; per token); svdquant 4 (the default: INT4 groups of 64, or NVFP4 with --format nvfp4) or 16 (float activations). Simulated by qeval.") var abits: Int?
     @Option(help: "KV-cache bits (not available yet: issue 7).") var kvbits: Int?
 
     @OptionGroup var calibration: CalibrationDataOptions
@@ -156,8 +171,12 @@ struct Qquant: ParsableCommand {
     @Option(help: "smoothquant: migration strength alpha.") var alpha: Float = 0.5
     @Flag(name: .customLong("duo-scaling"), help: "awq: scale by mean|x|^r / mean|w|^(1-r) (AutoAWQ's duo_scaling) instead of mean|x|^r.") var duoScaling = false
     @Flag(name: .customLong("no-clip-search"), help: "awq: skip the clipping search.") var noClipSearch = false
+    @Option(help: "svdquant: rank of the 16-bit low-rank branch (0: none; with --grid 0, plain RTN W4A4).") var rank = 32
+    @Option(help: "svdquant: smoothing grid, alpha = i/N (0: no smoothing).") var grid = 20
+    @Option(help: "svdquant: most SVD/quantization refinement iterations.") var iterations = 100
+    @Option(name: .customLong("loss-tokens"), help: "svdquant: calibration tokens (subsampled) scoring each candidate.") var lossTokens = 1024
+    @Flag(help: "svdquant: GPTQ on the 4-bit residual (--damp, --block-size, --act-order apply).") var gptq = false
     @Option(name: .customLong("batch-tokens"), help: "Calibration tokens per forward batch (bounds the temporaries of a block).") var batchTokens = 16384
-    @Option(help: "svdquant: rank of the 16-bit low-rank branch (diffusers transformers).") var rank = 32
     @Flag(help: "Fail unless an interrupted run of this command left progress to continue.") var resume = false
     @Flag(help: "Discard the progress of an interrupted run of this command and start over.") var restart = false
 
@@ -174,17 +193,17 @@ struct Qquant: ParsableCommand {
     var quiet = false
 
     /// The calibrated algorithms (`--algo` names).
-    static let calibrated = ["awq", "gptq", "smoothquant"]
+    static let calibrated = ["awq", "gptq", "smoothquant", "svdquant"]
 
     var isCalibrated: Bool { Self.calibrated.contains(algo.lowercased()) }
 
     func run() throws {
-        // SVDQuant's weight side on a diffusers transformer (FLUX.1, SANA, PixArt-Σ).
+        // SVDQuant's weight side on a diffusers transformer (FLUX.1, SANA, PixArt-Σ): per linear, no forward pass.
         let diffusionSVD = algo.lowercased() == "svdquant" && DiffusionTransformers.isDiffusers(path: model)
-        if ["qoq", "svdquant", "omniquant", "quarot"].contains(algo.lowercased()) && !diffusionSVD {
-            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq or smoothquant")
+        if ["qoq", "omniquant", "quarot"].contains(algo.lowercased()) {
+            throw notAvailableYet("qquant", "--algo \(algo) is not available yet (issue 7); use rtn, hqq, awq, gptq, smoothquant or svdquant")
         }
-        if isCalibrated && DiffusionTransformers.isDiffusers(path: model) {
+        if isCalibrated && !diffusionSVD && DiffusionTransformers.isDiffusers(path: model) {
             writeStandardError("qquant: \(model): --algo \(algo) runs the decoder forward pass; a diffusion transformer takes rtn, hqq or svdquant (weight side)\n")
             throw ExitCode(69)
         }
@@ -192,10 +211,11 @@ struct Qquant: ParsableCommand {
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
         try runTool("qquant") {
+            if algo.lowercased() != "svdquant" && gptq { throw UsageError("--gptq goes with --algo svdquant (use --algo gptq)") }
             if !isCalibrated {
                 for (flag, given) in [("--abits", abits != nil), ("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
-                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given && !(diffusionSVD && flag == "--stats") {
-                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq or smoothquant), not \(algo)")
+                                      ("--act-order", actOrder), ("--chat", calibration.chat), ("--resume", resume)] where given {
+                    throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant or svdquant), not \(algo)")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
@@ -209,6 +229,21 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
+            if diffusionSVD {
+                guard rank >= 0, grid >= 0, iterations >= 1 else { throw UsageError("--rank and --grid must not be negative, --iterations positive") }
+                var svd = DiffusionSVDQuant.Options()
+                svd.rank = rank
+                svd.grid = grid
+                svd.iterations = iterations
+                svd.statistics = stats
+                let report = try DiffusionSVDQuant.run(model: model, output: output, options: options, svd: svd,
+                                                       log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
+                if json { print(report.json.serialized(indent: 2)) } else if !quiet {
+                    print("\(output): svdquant rank \(rank)\(stats == nil ? " (data-free, no smoothing)" : ", smoothing from \(stats!)"), "
+                          + "quantized \(report.quantized.count) weights, copied \(report.copied) tensors in \(fixedDecimals(report.seconds, 2)) s")
+                }
+                return
+            }
             if isCalibrated {
                 let report = try runCalibrated(options)
                 if json {
@@ -222,19 +257,6 @@ struct Qquant: ParsableCommand {
                 } else if !quiet {
                     print("\(output): \(algo.lowercased()) on \(report.tokens) calibration tokens, quantized \(report.quantize.quantized.count) weights, "
                           + "copied \(report.quantize.copied) tensors in \(fixedDecimals(report.quantize.seconds, 1)) s")
-                }
-                return
-            }
-            if diffusionSVD {
-                guard rank >= 1 else { throw UsageError("--rank must be positive") }
-                var svd = DiffusionSVDQuant.Options()
-                svd.rank = rank
-                svd.statistics = stats
-                let report = try DiffusionSVDQuant.run(model: model, output: output, options: options, svd: svd,
-                                                       log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
-                if json { print(report.json.serialized(indent: 2)) } else if !quiet {
-                    print("\(output): svdquant rank \(rank)\(stats == nil ? " (data-free, no smoothing)" : ", smoothing from \(stats!)"), "
-                          + "quantized \(report.quantized.count) weights, copied \(report.copied) tensors in \(fixedDecimals(report.seconds, 2)) s")
                 }
                 return
             }
@@ -258,6 +280,7 @@ struct Qquant: ParsableCommand {
 
     /// Runs awq, gptq or smoothquant through the block-wise engine.
     func runCalibrated(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
+        if algo.lowercased() == "svdquant" { return try runSVDQuant(quantize) }
         if !calibration.given && stats == nil {
             throw UsageError("--algo \(algo) calibrates: give --data FILE (text) or --ids FILE (token ids)"
                              + (algo.lowercased() == "smoothquant" ? ", or --stats FILE from qcalib" : ""))
@@ -285,7 +308,7 @@ struct Qquant: ParsableCommand {
             guard (2...8).contains(bits) else { throw UsageError("--abits: integer activations are 2 to 8 bits") }
             algorithm = SmoothQuant(alpha: alpha, activationBits: bits)
         }
-        if algo.lowercased() != "smoothquant" && abits != nil { throw UsageError("--abits goes with smoothquant (weight-only \(algo))") }
+        if algo.lowercased() != "smoothquant" && abits != nil { throw UsageError("--abits goes with smoothquant or svdquant (weight-only \(algo))") }
         if algo.lowercased() != "gptq" && actOrder { throw UsageError("--act-order goes with gptq") }
         if let stats {
             guard algo.lowercased() == "smoothquant" else { throw UsageError("--stats: \(algo) needs the block forward passes; only smoothquant runs from statistics") }
@@ -297,12 +320,54 @@ struct Qquant: ParsableCommand {
                                          log: { if !quiet { logLine("qquant: " + $0) } })
     }
 
+    /// Runs svdquant: calibrated with --data/--ids, data-free (smoothing off) without.
+    func runSVDQuant(_ quantize: QuantizeOptions) throws -> CalibrationEngine.Report {
+        guard !quantize.fake else { throw UsageError("--fake: svdquant's smoothing and low-rank branch cannot be folded into a float weight") }
+        guard stats == nil else { throw UsageError("--stats: svdquant needs the block forward passes (give --data or --ids)") }
+        guard rank >= 0 else { throw UsageError("--rank must not be negative (0: no low-rank branch)") }
+        guard grid >= 0, iterations >= 1, lossTokens >= 1 else { throw UsageError("--grid must be ≥ 0, --iterations and --loss-tokens ≥ 1") }
+        let d = quantize.recipe.defaultScheme
+        let nvfp4 = d.format == .nvfp4
+        guard nvfp4 || (d.format == .int(bits: 4) && d.symmetric) else {
+            throw UsageError("--algo svdquant: 4-bit weights, --format int (INT4 symmetric, group 64 by default) or nvfp4")
+        }
+        var activation: ActivationQuantization?
+        switch abits ?? 4 {
+        case 4: activation = nvfp4 ? .nvfp4 : .int4Group64
+        case 16: activation = nil
+        default: throw UsageError("--abits: svdquant runs 4-bit (W4A4) or 16-bit (W4A16) activations")
+        }
+        var checkpointDType = DType.bf16
+        if let ck = try? Checkpoint(path: model),
+           (ck.config?["torch_dtype"]?.stringValue ?? ck.config?["dtype"]?.stringValue) == "float16" { checkpointDType = .f16 }
+        var settings = SVDQuantLinear.Settings(rank: rank, grid: grid, iterations: iterations, activation: activation, lowRankDType: checkpointDType)
+        if gptq {
+            guard damp > 0, damp < 1 else { throw UsageError("--damp must be in (0, 1)") }
+            guard blockSize >= 1 else { throw UsageError("--block-size must be positive") }
+            settings.gptq = GPTQSolver.Settings(dampening: damp, blockSize: blockSize, actOrder: actOrder)
+        } else if actOrder {
+            throw UsageError("--act-order goes with gptq (or svdquant --gptq)")
+        }
+        var algorithm = SVDQuant(linear: settings)
+        algorithm.samples = lossTokens
+        let log: (String) -> Void = { if !quiet && verbose { logLine("qquant: " + $0) } else if !quiet && $0.hasPrefix("block ") { logLine("qquant: " + $0) } }
+        if !calibration.given {
+            return try algorithm.runDataFree(model: model, output: output, options: quantize, log: log)
+        }
+        var options = CalibratedOptions(quantize: quantize, data: try calibration.request())
+        options.batchTokens = max(calibration.seqlen, batchTokens)
+        options.restart = restart
+        options.requireResume = resume
+        if resume && restart { throw UsageError("--resume and --restart exclude each other") }
+        return try CalibrationEngine.run(model: model, output: output, algorithm: algorithm, options: options, log: log)
+    }
+
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
         let name = algo.lowercased()
         let base = isCalibrated || name == "svdquant" ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
-            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant; qoq, svdquant later)")
+            throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, svdquant; qoq later)")
         }
         let defaultBits = name == "smoothquant" ? 8 : 4
         guard let f = format.lowercased() == "int" ? QuantFormat.int(bits: wbits ?? defaultBits) : QuantFormat(name: format) else {
@@ -312,8 +377,7 @@ struct Qquant: ParsableCommand {
             throw UsageError("--wbits \(wbits) does not go with --format \(format) (\(f.info.elementBits)-bit elements)")
         }
         if symmetric && asymmetric { throw UsageError("--sym and --asym exclude each other") }
-        // SVDQuant's residual is Nunchaku's: int4 g64 (or nvfp4's g16).
-        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : (name == "svdquant" && format.lowercased() == "int" ? .group(64) : nil)
+        var granularity: QuantGranularity? = name == "smoothquant" ? .channel : (name == "svdquant" && f == .int(bits: 4) ? .group(64) : nil)
         if let group {
             switch group.lowercased() {
             case "channel", "ch", "-1": granularity = .channel

@@ -123,6 +123,7 @@ public final class BlockWeights: @unchecked Sendable {
         postAttentionNorm = try vector(p + "post_attention_layernorm.weight", h)
         qNorm = c.qkNorm ? try vector(p + "self_attn.q_norm.weight", c.headDim) : nil
         kNorm = c.qkNorm ? try vector(p + "self_attn.k_norm.weight", c.headDim) : nil
+        lowRank = try Self.loadLowRank(source: source, config: c, layer: layer)
     }
 
     /// A view of one linear's weight (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
@@ -146,6 +147,8 @@ public final class BlockWeights: @unchecked Sendable {
 
     /// How the inputs of the linears are quantized at run time (W8A8 checkpoints), `nil` for float activations.
     public var activationQuantization: ActivationQuantization?
+    /// SVDQuant's smoothing and low-rank branch per input (W4A4 checkpoints; `LowRankBranch.swift`).
+    public var lowRank: [LinearInput: LowRankBranch] = [:]
 
     /// Runs the block on `hidden` (`[tokens × hidden]`, updated in place: the residual stream).
     public func forward(_ hidden: Matrix, layout: SequenceLayout, rope: RotaryEmbedding, observer: (any BlockObserver)? = nil) {
@@ -163,9 +166,11 @@ public final class BlockWeights: @unchecked Sendable {
         let normed = Matrix(rows: t, columns: h)
         Kernels.rmsNorm(hidden.pointer, weight: inputNorm.pointer, into: normed.pointer, rows: t, n: h, epsilon: c.rmsNormEpsilon)
         observer?.observe(.attention, layer: layer, rows: 0..<t, values: normed.pointer, columns: h)
+        let branch = lowRankEnter(normed.pointer, rows: t, columns: h, input: .attention)
         activationQuantization?.apply(normed.pointer, rows: t, columns: h, input: .attention)
         let q = Matrix(rows: t, columns: qkv.rows)
         BLAS.linear(normed.pointer, m: t, k: h, weight: qkv.pointer, n: qkv.rows, into: q.pointer)
+        lowRankLeave(branch, input: .attention, into: q.pointer, ldc: qkv.rows)
         if let b = qkvBias { Kernels.addBias(b.pointer, to: q.pointer, rows: t, n: qkv.rows) }
         let ld = qkv.rows
         nonisolated(unsafe) let qp = q.pointer
@@ -192,8 +197,10 @@ public final class BlockWeights: @unchecked Sendable {
     public func applyOutput(_ context: Matrix, to hidden: Matrix, observer: (any BlockObserver)? = nil) {
         let t = hidden.rows, h = config.hiddenSize
         observer?.observe(.attentionOutput, layer: layer, rows: 0..<t, values: context.pointer, columns: config.qDim)
+        let branch = lowRankEnter(context.pointer, rows: t, columns: config.qDim, input: .attentionOutput)
         activationQuantization?.apply(context.pointer, rows: t, columns: config.qDim, input: .attentionOutput)
         BLAS.linear(context.pointer, m: t, k: config.qDim, weight: output.pointer, n: h, into: hidden.pointer, accumulate: true)
+        lowRankLeave(branch, input: .attentionOutput, into: hidden.pointer, ldc: h)
         if let b = outputBias { Kernels.addBias(b.pointer, to: hidden.pointer, rows: t, n: h) }
     }
 
@@ -222,8 +229,10 @@ public final class BlockWeights: @unchecked Sendable {
         let gu = Matrix(rows: n, columns: 2 * i)
         Kernels.rmsNorm(x, weight: postAttentionNorm.pointer, into: n2.pointer, rows: n, n: h, epsilon: c.rmsNormEpsilon)
         observer?.observe(.mlp, layer: layer, rows: rows, values: n2.pointer, columns: h)
+        let branch = lowRankEnter(n2.pointer, rows: n, columns: h, input: .mlp)
         activationQuantization?.apply(n2.pointer, rows: n, columns: h, input: .mlp)
         BLAS.linear(n2.pointer, m: n, k: h, weight: gateUp.pointer, n: 2 * i, into: gu.pointer)
+        lowRankLeave(branch, input: .mlp, into: gu.pointer, ldc: 2 * i)
         if let b = gateUpBias { Kernels.addBias(b.pointer, to: gu.pointer, rows: n, n: 2 * i) }
         nonisolated(unsafe) let (gp, ap) = (gu.pointer, act)
         Kernels.parallelChunks(n, minimum: 8) { range in
@@ -241,8 +250,10 @@ public final class BlockWeights: @unchecked Sendable {
                           observer: (any BlockObserver)? = nil) {
         let c = config, h = c.hiddenSize, i = c.intermediateSize, n = rows.count
         observer?.observe(.mlpHidden, layer: layer, rows: rows, values: act, columns: i)
+        let branch = lowRankEnter(act, rows: n, columns: i, input: .mlpHidden)
         activationQuantization?.apply(act, rows: n, columns: i, input: .mlpHidden)
         BLAS.linear(act, m: n, k: i, weight: down.pointer, n: h, into: x, accumulate: true)
+        lowRankLeave(branch, input: .mlpHidden, into: x, ldc: h)
         if let b = downBias { Kernels.addBias(b.pointer, to: x, rows: n, n: h) }
     }
 }

@@ -76,6 +76,11 @@ public final class DecoderModel: @unchecked Sendable {
     /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized
     /// model's recipe), or compressed-tensors' integer `input_activations` (per token, dynamic or not).
     static func activationQuantization(_ config: JSONValue) -> ActivationQuantization? {
+        // Nunchaku (qpack --to nunchaku): W4A4 activations as its kernels quantize them.
+        if config["quantization_config"]?["quant_method"]?.stringValue == "svdquant",
+           let dt = config["quantization_config"]?["activation"]?["dtype"]?.stringValue {
+            return dt == "fp4_e2m1_all" ? .nvfp4 : .int4Group64
+        }
         for key in ["quantization_config", QKitConfig.fakeKey] {
             if let a = ActivationQuantization(json: config[key]?["activation_format"]) { return a }
         }

@@ -207,8 +207,10 @@ public enum NunchakuPacker {
 }
 
 /// A Nunchaku checkpoint written by `qpack --to nunchaku` read back: each linear's codes and scales in canonical form,
-/// its smooth factor and low-rank branch unpermuted, and (as a `WeightSource`) the effective weight
-/// `Ŵ·diag(1/smooth) + lora_up·lora_down` — what the linear computes when activations are not quantized.
+/// its smooth factor and low-rank branch unpermuted. As a `WeightSource` it gives what qkit's SVDQuant checkpoint
+/// holds: `P.weight` the dequantized residual Ŵ, and `P.smooth` `[K]`, `P.lora_down` `[R, K]`, `P.lora_up` `[N, R]`
+/// unpadded and unpermuted, so the decoder runs `Q_a(x / smooth)·Ŵᵀ + (x·lora_downᵀ)·lora_upᵀ` as Nunchaku does
+/// (activations quantized as `quantization_config.activation` says: INT4 g64 or NVFP4).
 public final class NunchakuWeights: PackedWeightsBase, PackedWeightSource, @unchecked Sendable {
     /// Unpadded N, K, R per linear.
     var dims: [String: (n: Int, k: Int, r: Int)] = [:]
@@ -243,7 +245,19 @@ public final class NunchakuWeights: PackedWeightsBase, PackedWeightSource, @unch
 
     public override func shape(of name: String) throws -> [Int] {
         if name.hasSuffix(".bias"), let d = dims[String(name.dropLast(".bias".count))] { return [d.n] }
+        if let (p, part) = branchPart(name), let d = dims[p] {
+            return switch part { case "smooth": [d.k]; case "lora_down": [d.r, d.k]; default: [d.n, d.r] }
+        }
         return try super.shape(of: name)
+    }
+
+    /// `(P, part)` for `P.smooth`, `P.lora_down`, `P.lora_up` of a packed linear P.
+    func branchPart(_ name: String) -> (String, String)? {
+        for part in ["smooth", "lora_down", "lora_up"] where name.hasSuffix("." + part) {
+            let p = String(name.dropLast(part.count + 1))
+            if dims[p] != nil { return (p, part) }
+        }
+        return nil
     }
 
     public func tensorNames(of prefix: String) -> [String] { plan(prefix).outputs(modelDType).map(\.name) }
@@ -298,14 +312,15 @@ public final class NunchakuWeights: PackedWeightsBase, PackedWeightSource, @unch
             let d = dims[p]!
             guard rows.lowerBound >= 0, rows.upperBound <= d.n else { throw WeightSourceError.badRows(source: label, name: name, rows: rows, count: d.n) }
             try readPacked(name, rows: rows, into: destination, shapes: shapes, base: base)
+            return
+        }
+        if let (p, part) = branchPart(name), let d = dims[p] {
             let x = try parts(p)
-            for (ri, r) in rows.enumerated() {
-                for c in 0..<d.k {
-                    var v = destination[ri * d.k + c] / x.smooth[c]
-                    for j in 0..<d.r { v += x.loraUp[r * d.r + j] * x.loraDown[j * d.k + c] }
-                    destination[ri * d.k + c] = v
-                }
+            let (values, width) = switch part { case "smooth": (x.smooth, 1); case "lora_down": (x.loraDown, d.k); default: (x.loraUp, d.r) }
+            guard rows.lowerBound >= 0, rows.upperBound * width <= values.count else {
+                throw WeightSourceError.badRows(source: label, name: name, rows: rows, count: values.count / width)
             }
+            for (i, v) in values[(rows.lowerBound * width)..<(rows.upperBound * width)].enumerated() { destination[i] = v }
             return
         }
         if name.hasSuffix(".bias"), let p = Optional(String(name.dropLast(".bias".count))), dims[p] != nil {

@@ -198,7 +198,9 @@ public enum CalibrationEngine {
             if let b = block(of: t.name) {
                 let file = blocks[b]
                 let stem = t.name.hasSuffix(".weight") ? String(t.name.dropLast("weight".count)) : nil
-                let outs = file.tensors.filter { o in o.name == t.name || (stem.map { o.name.hasPrefix($0 + "weight_") } ?? false) }
+                let outs = file.tensors.filter { o in
+                    o.name == t.name || (stem.map { p in o.name.hasPrefix(p + "weight_") || ["smooth", "lora_down", "lora_up"].contains { p + $0 == o.name } } ?? false)
+                }
                 guard !outs.isEmpty else { throw CalibrationError("progress file of block \(b) lacks \(t.name)", path: progress.path) }
                 for o in outs {
                     guard case .dtype(let d) = o.encoding else { continue }

@@ -12,6 +12,8 @@ public enum DiffusionSVDQuant {
         public var statistics: String?
         /// Refinement iterations of the branch (`SVDQuantLinear.Settings.iterations`).
         public var iterations = 100
+        /// Smoothing grid α = i/grid, with statistics (0: no smoothing).
+        public var grid = 20
         public init() {}
     }
 
@@ -37,7 +39,7 @@ public enum DiffusionSVDQuant {
             }
             var settings = SVDQuantLinear.Settings(rank: svd.rank, iterations: svd.iterations,
                                                    activation: scheme.format == .nvfp4 ? .nvfp4 : .int4Group64, lowRankDType: lowRankType)
-            if absmax == nil { settings.grid = 0 }
+            settings.grid = absmax == nil ? 0 : svd.grid
             let r = try w.withUnsafeBufferPointer { p in
                 try SVDQuantLinear.quantize(weight: p.baseAddress!, rows: n, columns: k, scheme: scheme,
                                             statistics: SVDQuantLinear.Statistics(absmax: absmax), settings: settings)
@@ -47,7 +49,7 @@ public enum DiffusionSVDQuant {
                                             loraDown: r.rank > 0 ? r.loraDown : nil, loraUp: r.rank > 0 ? r.loraUp : nil, rank: r.rank)
         }
         var extra: [(String, JSONValue)] = [("svdquant", .object(JSONObject([
-            ("rank", .int(svd.rank)), ("iterations", .int(svd.iterations)), ("smoothing", svd.statistics == nil ? "off (data-free)" : "input absmax"),
+            ("rank", .int(svd.rank)), ("iterations", .int(svd.iterations)), ("grid", .int(svd.statistics == nil ? 0 : svd.grid)), ("smoothing", svd.statistics == nil ? "off (data-free)" : "input absmax"),
             ("statistics", svd.statistics.map { .string($0) } ?? .null), ("weight_only", "AdaLN modulation linears: rtn, no branch"),
         ])))]
         extra.append(("activation_format", .string(options.recipe.defaultScheme.format == .nvfp4 ? "nvfp4" : "int4:g64 (per token group, dynamic)")))

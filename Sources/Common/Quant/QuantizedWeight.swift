@@ -11,6 +11,43 @@ public struct QuantizedWeight: Sendable {
     public var parameters: [GroupCodec.Parameters]
     /// NVFP4's global scale (a divisor), 1 otherwise.
     public var globalScale: Float
+    /// SVDQuant's input smoothing and low-rank branch (`P.smooth`, `P.lora_down`, `P.lora_up`), when the codes
+    /// quantize a smoothed residual.
+    public var lowRank: LowRankParts?
+
+    /// The unfolded smoothing and low-rank branch of a W4A4 linear: `y = Q_a(x / smooth)·Ŵᵀ + (x·downᵀ)·upᵀ`.
+    public struct LowRankParts: Sendable {
+        /// `[K]`, stored F32.
+        public var smooth: [Float]
+        /// `[rank, K]` row-major, acting on the unsmoothed input.
+        public var down: [Float]
+        /// `[N, rank]` row-major.
+        public var up: [Float]
+        public var rank: Int
+        /// Stored type of `down` and `up` (F16 or BF16).
+        public var dtype: DType
+        public init(smooth: [Float], down: [Float], up: [Float], rank: Int, dtype: DType) {
+            self.smooth = smooth
+            self.down = down
+            self.up = up
+            self.rank = rank
+            self.dtype = dtype
+        }
+    }
+
+    /// Rows `rows` of this weight (codes, parameters, and `up` rows of the branch; smooth and down shared): one
+    /// linear of a fused q/k/v or gate/up product.
+    public func slice(rows r: Range<Int>) -> QuantizedWeight {
+        let gpr = groupsPerRow
+        var q = QuantizedWeight(scheme: scheme, rows: r.count, columns: columns, codes: Array(codes[(r.lowerBound * columns)..<(r.upperBound * columns)]),
+                                parameters: gpr == 0 ? parameters : Array(parameters[(r.lowerBound * gpr)..<(r.upperBound * gpr)]),
+                                globalScale: globalScale)
+        if var l = lowRank {
+            l.up = Array(l.up[(r.lowerBound * l.rank)..<(r.upperBound * l.rank)])
+            q.lowRank = l
+        }
+        return q
+    }
 
     public init(scheme: QuantScheme, rows: Int, columns: Int, codes: [UInt8], parameters: [GroupCodec.Parameters], globalScale: Float) {
         self.scheme = scheme
@@ -118,6 +155,14 @@ public struct QuantizedWeight: Sendable {
             default: TensorSpec(name: p + ".weight_global_scale", dtype: .f32, shape: [1])
             }
             out.append((spec, bytes))
+        }
+        if let l = lowRank {
+            out.append((TensorSpec(name: p + ".smooth", dtype: .f32, shape: [k]), l.smooth.withUnsafeBytes { Array($0) }))
+            for (name, values, shape) in [("lora_down", l.down, [l.rank, k]), ("lora_up", l.up, [n, l.rank])] where l.rank > 0 {
+                var bytes = [UInt8](repeating: 0, count: l.dtype.byteCount(elements: values.count)!)
+                values.withUnsafeBufferPointer { v in bytes.withUnsafeMutableBytes { Conversion.encode(v, as: l.dtype, into: $0) } }
+                out.append((TensorSpec(name: p + "." + name, dtype: l.dtype, shape: shape), bytes))
+            }
         }
         return out
     }

@@ -159,7 +159,8 @@ public enum SVDQuantLinear {
                                             codes: c.baseAddress!, parameters: p.baseAddress!)
                 }
             }
-            let r = QuantizedWeight(scheme: scheme, rows: n, columns: k, codes: codes, parameters: params, globalScale: result.globalScale)
+            let r = problem.roundScales(QuantizedWeight(scheme: scheme, rows: n, columns: k, codes: codes, parameters: params, globalScale: result.globalScale),
+                                        values: nil)
             let loss = problem.loss(smooth: kept.smooth, branch: kept.branch, residual: r)
             if loss < kept.loss {
                 kept.residual = r
@@ -245,7 +246,8 @@ public enum SVDQuantLinear {
             for v in s { lo = min(lo, v); hi = max(hi, v) }
             let norm = (lo * hi).squareRoot()
             if norm > 0 && norm.isFinite { for j in 0..<k { s[j] /= norm } }
-            return s
+            // Nunchaku stores smooth in the model dtype: keep values it represents exactly.
+            return s.map { max(round($0), Float.leastNormalMagnitude) }
         }
 
         func smoothed(_ lambda: [Float]) -> FloatBuffer {
@@ -283,10 +285,32 @@ public enum SVDQuantLinear {
 
         /// `Q(w − minus)`.
         func quantize(_ w: FloatBuffer, minus: FloatBuffer?) -> QuantizedWeight {
-            guard let minus else { return QuantizedWeight.quantize(w.pointer, rows: n, columns: k, scheme: scheme) }
+            guard let minus else { return roundScales(QuantizedWeight.quantize(w.pointer, rows: n, columns: k, scheme: scheme), values: w.pointer) }
             let t = FloatBuffer(count: n * k)
             for i in 0..<(n * k) { t.pointer[i] = w.pointer[i] - minus.pointer[i] }
-            return QuantizedWeight.quantize(t.pointer, rows: n, columns: k, scheme: scheme)
+            return roundScales(QuantizedWeight.quantize(t.pointer, rows: n, columns: k, scheme: scheme), values: t.pointer)
+        }
+
+        /// INT scales rounded to the 16-bit type Nunchaku stores them in (`wscales` in the model dtype), and the
+        /// codes re-encoded from `values` with them (`values == nil`: codes kept, GPTQ's), so a packed checkpoint
+        /// computes exactly what the qkit one does.
+        func roundScales(_ q: QuantizedWeight, values: UnsafePointer<Float>?) -> QuantizedWeight {
+            guard case .int = scheme.format, settings.lowRankDType != .f32, scheme.symmetric else { return q }
+            var q = q
+            let codec = GroupCodec(scheme: scheme)
+            let gl = q.groupLength, gpr = q.groupsPerRow
+            for i in 0..<q.parameters.count {
+                let s = round(q.parameters[i].scale)
+                q.parameters[i] = GroupCodec.Parameters(scale: s, storedScale: s.bitPattern, zero: 0)
+            }
+            if let values, gpr > 0 {
+                q.codes.withUnsafeMutableBufferPointer { c in
+                    for r in 0..<n { for g in 0..<gpr {
+                        codec.encode(values + r * k + g * gl, count: gl, q.parameters[r * gpr + g], into: c.baseAddress! + r * k + g * gl)
+                    } }
+                }
+            }
+            return q
         }
 
         /// The Hessian of the smoothed input for GPTQ, `diag(1/λ)·G·diag(1/λ)` (from the Gram matrix or the samples).
