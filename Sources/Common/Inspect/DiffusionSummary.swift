@@ -24,6 +24,13 @@ public struct DiffusionSummary: Sendable {
         roles = []
         linears = 0
         quantizedLinears = 0
+        if let qc = FormatDetector.quantizationConfig(ck), qc["backend"]?.stringValue == "nunchaku", let m = qc["modules"]?.objectValue {
+            // qpack --to nunchaku's output: Nunchaku's module names, not diffusers'.
+            let kinds = m.members.compactMap { $0.value["kind"]?.stringValue }
+            note = "Nunchaku layout (\(qc["model_class"]?.stringValue ?? "?")): \(kinds.filter { $0 == "w4a4" }.count) W4A4 and "
+                + "\(kinds.filter { $0 == "w4a16" }.count) W4A16 modules, rank \(qc["rank"]?.intValue ?? 0)"
+            return
+        }
         let descriptor: DiTDescriptor
         do { descriptor = try DiffusionTransformers.describe(ck) } catch {
             note = "\(error)"
