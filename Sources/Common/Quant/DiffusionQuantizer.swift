@@ -24,6 +24,10 @@ public enum DiffusionQuantizer {
     /// Quantizes a (fused) weight `[n, k]` f32 for linears `members`; returns its parts for all rows.
     public typealias UnitQuantizer = @Sendable (_ weight: [Float], _ n: Int, _ k: Int, _ scheme: QuantScheme, _ members: [DiTLinear]) throws -> Parts
 
+    /// The rank of a unit's low-rank branch (0: none) and whether it has `P.smooth`, known before quantizing it
+    /// (members, scheme, rows of the fused weight, K); the quantizer's parts must match.
+    public typealias UnitPlanner = @Sendable (_ members: [DiTLinear], _ scheme: QuantScheme, _ n: Int, _ k: Int) -> (rank: Int, smooth: Bool)
+
     /// Round to nearest (or the scheme's algorithm: mse, hqq) of the whole unit.
     public static let rtn: UnitQuantizer = { w, n, k, scheme, _ in
         let q = w.withUnsafeBufferPointer { QuantizedWeight.quantize($0.baseAddress!, rows: n, columns: k, scheme: scheme) }
@@ -40,9 +44,11 @@ public enum DiffusionQuantizer {
     /// Runs the quantization of the diffusers transformer `model` (its directory, or a pipeline root) into `output`.
     /// - Parameters:
     ///   - quantizer: how a unit is quantized (`rtn` by default; SVDQuant passes its own).
+    ///   - planner: the shapes of a unit's extra parts, before quantizing (no branch, no smoothing by default).
     ///   - algorithm: recorded as `quantization_config.algorithm` when not the scheme's (e.g. `svdquant`).
     ///   - extra: members added to `quantization_config` (e.g. SVDQuant's settings).
-    public static func run(model: String, output: String, options: QuantizeOptions, quantizer: UnitQuantizer = rtn, algorithm: String? = nil,
+    public static func run(model: String, output: String, options: QuantizeOptions, quantizer: UnitQuantizer = rtn,
+                           planner: UnitPlanner = { _, _, _, _ in (0, false) }, algorithm: String? = nil,
                            extra: [(String, JSONValue)] = [], log: ((String) -> Void)? = nil) throws -> QuantizeReport {
         let start = monotonicSeconds()
         let ck = try Checkpoint(path: model)
@@ -100,11 +106,36 @@ public enum DiffusionQuantizer {
             }
             return o
         }
-        // The parts' shapes are known only after quantizing (rank, smoothing): units are quantized up front, one at a
-        // time, keeping only their output bytes (a DiT's largest linear, FLUX's proj_out, is 3072 × 15360).
-        var outputs: [String: [(TensorSpec, [UInt8])]] = [:]
-        var report = QuantizeReport()
+        // The plan: every output tensor's shape is known before anything is quantized (rank and smoothing from `planner`).
+        var planned: [String: [TensorSpec]] = [:]
         for unit in units {
+            let p = planner(unit.linears, unit.scheme, unit.linears.reduce(0) { $0 + $1.n }, unit.linears[0].k)
+            for l in unit.linears {
+                planned[l.prefix] = specs(l.prefix, l, ck[l.prefix + ".weight"]!, unit.scheme, rank: options.fake ? 0 : p.rank,
+                                          smooth: !options.fake && p.smooth)
+            }
+        }
+        var plan: [TensorSpec] = []
+        enum Item { case copy(CheckpointTensor), parts(String) }
+        var items: [Item] = []
+        for t in ck.tensors {
+            if t.name.hasSuffix(".weight"), let o = planned[String(t.name.dropLast(".weight".count))] {
+                plan += o
+                items.append(.parts(String(t.name.dropLast(".weight".count))))
+            } else {
+                guard case .dtype(let dt) = t.encoding else { throw QuantizeError.unsupportedInput(path: model, kind: "GGUF") }
+                plan.append(TensorSpec(name: t.name, dtype: dt, shape: t.shape))
+                items.append(.copy(t))
+            }
+        }
+        var seen = Set<String>()
+        for s in plan where !seen.insert(s.name).inserted { throw QuantizeError.nameClash(path: model, tensor: s.name) }
+
+        // Streaming: a unit is quantized when its first member's weight comes up in checkpoint order; the other
+        // members' bytes wait (inside the same block) until theirs does. Memory: one fused unit.
+        var pending: [String: [(TensorSpec, [UInt8])]] = [:]
+        var report = QuantizeReport()
+        func quantizeUnit(_ unit: Unit) throws {
             let (n, k) = (unit.linears.reduce(0) { $0 + $1.n }, unit.linears[0].k)
             var w = [Float](repeating: 0, count: n * k)
             var row = 0
@@ -142,9 +173,10 @@ public enum DiffusionQuantizer {
                                   (TensorSpec(name: l.prefix + ".lora_up", dtype: lt, shape: [l.n, parts.rank]), encode(upRows, lt))]
                     }
                 }
-                precondition(bytes.map(\.0) == specs(l.prefix, l, t, unit.scheme, rank: options.fake ? 0 : (parts.loraDown == nil ? 0 : parts.rank),
-                                                    smooth: !options.fake && parts.smooth != nil))
-                outputs[l.prefix] = bytes
+                guard bytes.map(\.0) == planned[l.prefix] else {
+                    throw QuantizeError.nameClash(path: model, tensor: l.prefix + " (the quantizer's parts do not match the plan)")
+                }
+                pending[l.prefix] = bytes
                 report.quantized.append((t.name, unit.scheme, [l.n, k]))
                 log?("\(t.name) [\(l.n), \(k)] \(t.encoding) → \(unit.scheme)\(unit.linears.count > 1 ? " (with \(unit.linears.count - 1) fused)" : "")"
                      + (parts.loraDown != nil ? ", rank \(parts.rank)" : ""))
@@ -152,21 +184,6 @@ public enum DiffusionQuantizer {
             }
         }
 
-        var plan: [TensorSpec] = []
-        enum Item { case copy(CheckpointTensor), parts(String) }
-        var items: [Item] = []
-        for t in ck.tensors {
-            if t.name.hasSuffix(".weight"), let o = outputs[String(t.name.dropLast(".weight".count))] {
-                plan += o.map(\.0)
-                items.append(.parts(String(t.name.dropLast(".weight".count))))
-            } else {
-                guard case .dtype(let dt) = t.encoding else { throw QuantizeError.unsupportedInput(path: model, kind: "GGUF") }
-                plan.append(TensorSpec(name: t.name, dtype: dt, shape: t.shape))
-                items.append(.copy(t))
-            }
-        }
-        var seen = Set<String>()
-        for s in plan where !seen.insert(s.name).inserted { throw QuantizeError.nameClash(path: model, tensor: s.name) }
 
         let out = try OutputDirectory(path: output)
         let writer = try ShardedSafetensorsWriter(directory: out.stagingPath, tensors: plan, metadata: [("format", "pt")],
@@ -178,7 +195,8 @@ public enum DiffusionQuantizer {
                 report.copied += 1
                 report.bytesRead += t.byteCount
             case .parts(let p):
-                for (_, bytes) in outputs[p]! { try bytes.withUnsafeBytes { try writer.write($0) } }
+                if pending[p] == nil { try quantizeUnit(units[unitOf[p]!]) }
+                for (_, bytes) in pending.removeValue(forKey: p)! { try bytes.withUnsafeBytes { try writer.write($0) } }
                 report.bytesRead += ck[p + ".weight"]!.byteCount
             }
         }

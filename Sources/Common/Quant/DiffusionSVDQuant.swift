@@ -44,8 +44,7 @@ public enum DiffusionSVDQuant {
                 try SVDQuantLinear.quantize(weight: p.baseAddress!, rows: n, columns: k, scheme: scheme,
                                             statistics: SVDQuantLinear.Statistics(absmax: absmax), settings: settings)
             }
-            let smoothed = absmax != nil && r.smooth.contains { $0 != 1 }
-            return DiffusionQuantizer.Parts(weight: r.residual, smooth: smoothed ? r.smooth : nil,
+            return DiffusionQuantizer.Parts(weight: r.residual, smooth: absmax != nil ? r.smooth : nil,
                                             loraDown: r.rank > 0 ? r.loraDown : nil, loraUp: r.rank > 0 ? r.loraUp : nil, rank: r.rank)
         }
         var extra: [(String, JSONValue)] = [("svdquant", .object(JSONObject([
@@ -53,7 +52,11 @@ public enum DiffusionSVDQuant {
             ("statistics", svd.statistics.map { .string($0) } ?? .null), ("weight_only", "AdaLN modulation linears: rtn, no branch"),
         ])))]
         extra.append(("activation_format", .string(options.recipe.defaultScheme.format == .nvfp4 ? "nvfp4" : "int4:g64 (per token group, dynamic)")))
-        return try DiffusionQuantizer.run(model: model, output: output, options: options, quantizer: quantizer, algorithm: "svdquant",
+        let rank = svd.rank, smoothing = stats != nil
+        let planner: DiffusionQuantizer.UnitPlanner = { members, _, n, k in
+            members.allSatisfy(\.weightOnly) ? (0, false) : (min(rank, n, k), smoothing)
+        }
+        return try DiffusionQuantizer.run(model: model, output: output, options: options, quantizer: quantizer, planner: planner, algorithm: "svdquant",
                                           extra: extra, log: log)
     }
 }
