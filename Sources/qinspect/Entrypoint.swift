@@ -8,7 +8,9 @@ struct QInspect: ParsableCommand {
         abstract: "Show what is in a checkpoint: tensors, dtypes, shapes, quantization format, statistics, differences.",
         discussion: """
             PATH is a safetensors file, a sharded checkpoint's model.safetensors.index.json, a model directory \
-            (model.safetensors.index.json, model.safetensors, any *.safetensors, or one *.gguf), a GGUF file, or - for \
+            (model.safetensors.index.json, model.safetensors, diffusers' diffusion_pytorch_model.safetensors[.index.json], \
+            any *.safetensors, or one *.gguf; a diffusers pipeline root, model_index.json without config.json, opens its \
+            transformer/), a GGUF file, or - for \
             standard input (a pipe is spooled to an unlinked temporary file, so memory stays bounded). Listing and \
             --summary read headers only. --stats, --hist and --verify stream the data with pread(2) into small reused \
             buffers, several tensors and chunks at a time (resident memory stays near 30 MB for a 16 GB checkpoint); \
@@ -21,7 +23,11 @@ struct QInspect: ParsableCommand {
             (embeddings, attention, mlp, norms, lm_head, other), bytes per dtype, the detected quantization format \
             (none, qkit, awq-gemm, awq-gemv, gptq-v1/v2 with act-order, compressed-tensors pack-quantized, \
             int-quantized, float-quantized, nvfp4-pack-quantized, fp8-block, gguf types) and the bits per weight of \
-            the quantized weights, scales and zero points included.
+            the quantized weights, scales and zero points included. For a diffusers transformer (config.json \
+            _class_name FluxTransformer2DModel, SanaTransformer2DModel, PixArtTransformer2DModel) a diffusion section \
+            names the family and class, the block lists and counts, and per role of the block linears (attn-qkv, \
+            context-qkv, cross-q, cross-kv, ffn-up, adaln, single-out…) how many are float or in which scheme, with \
+            the bits per weight over the quantized ones (smooth and low-rank branch included).
 
             --stats reports per tensor: min, max, mean, std, absmax, zeros, NaN and Inf counts, excess kurtosis \
             (0 for a normal distribution) and the three input channels (last dimension) with the largest absolute \

@@ -50,7 +50,16 @@ struct Qpack: ParsableCommand {
 
             nunchaku: Nunchaku's SVDQuant W4A4 layout (MMA-tiled qweight, wscales, smooth, lora_down/lora_up tiles, \
             padded to 128) from a qkit checkpoint whose linears are int4:g64:sym or nvfp4 with P.smooth, P.lora_down \
-            and P.lora_up; anything else is refused.
+            and P.lora_up; anything else is refused. A qkit checkpoint of a diffusers transformer (FLUX.1, SANA) is \
+            written as Nunchaku's single-file model, diffusion_pytorch_model.safetensors with config, model_class \
+            and quantization_config metadata, under the block names of Nunchaku's C++ models: FLUX qkv_proj \
+            (to_q|to_k|to_v), qkv_proj_context, out_proj, out_proj_context, mlp_fc1/2, mlp_context_fc1/2, \
+            norm1.linear and norm1_context.linear (W4A16 GEMV: qweight, wscales, wzeros, bias), norm_q/norm_k/\
+            norm_added_q/norm_added_k, and per single block norm.linear, qkv_proj, mlp_fc1 (proj_mlp), out_proj and \
+            mlp_fc2 (proj_out split along K); SANA attn.qkv_proj (q/k/v each padded to 128), attn.out_proj, \
+            cross_attn.q_linear, cross_attn.kv_linear (16-bit), cross_attn.out_proj, ff.inverted_conv, ff.depth_conv \
+            ([C, 3, 3, 1]), ff.point_conv. Linears without a low-rank branch (plain RTN) get rank 0. PixArt-Sigma \
+            has no Nunchaku model: exit 69.
 
             69 (EX_UNAVAILABLE) and writes nothing.
             """)
@@ -139,7 +148,8 @@ struct Qpack: ParsableCommand {
             }
             if format == .nunchaku {
                 guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
-                let r = try NunchakuPacker.run(input: input, output: output, log: log)
+                let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
+                    : NunchakuPacker.run(input: input, output: output, log: log)
                 if !quiet {
                     logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
                 }

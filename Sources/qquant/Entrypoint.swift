@@ -91,6 +91,26 @@ struct Qquant: ParsableCommand {
             Q_a(x/smooth)*R^T + (x*lora_down^T)*lora_up^T. Without --data it runs data-free (smoothing off, \
             the weight error as loss). qpack --to nunchaku packs it.
 
+            DIFFUSION TRANSFORMERS: a diffusers transformer (MODEL is its directory, config.json with _class_name \
+            FluxTransformer2DModel, SanaTransformer2DModel or PixArtTransformer2DModel beside \
+            diffusion_pytorch_model.safetensors or its index, or a pipeline root with model_index.json and \
+            transformer/) is quantized on the weight side only, no forward pass: rtn, hqq (any format) or svdquant. \
+            The family's block linears are selected as deepcompressor's configurations do: FLUX.1 every linear of \
+            the dual- and single-stream blocks (attention q/k/v, added q/k/v, outputs, feed-forwards, proj_mlp, \
+            proj_out, and the AdaLN modulation norm1.linear, norm1_context.linear, norm.linear); SANA and \
+            PixArt-Sigma the self-attention q/k/v and output, the cross-attention query and output, the \
+            feed-forward up and down (SANA's 1x1 convolutions conv_inverted/conv_point as [N, K] linears); \
+            embedders, proj_in/proj_out, norms, the cross-attention k/v (text side) and SANA's depthwise \
+            convolution stay in float (--rule may select them). q/k/v (FLUX's added q/k/v too) are quantized \
+            together: one NVFP4 global scale, one smoothing and one low-rank branch. svdquant here is per linear: \
+            smoothing from --stats FILE (per-channel input maxima P.input.absmax for every selected linear, P the \
+            diffusers module name; a missing one exits 65) over --grid, or none without --stats (data-free); a \
+            rank --rank branch refined up to --iterations times; INT4 g64 or NVFP4 residual; the AdaLN linears \
+            get RTN only (weight-only in Nunchaku). The output is a diffusers directory: config.json with \
+            quantization_config (diffusion family and class, weight_shapes of quantized 1x1 convolutions) and \
+            diffusion_pytorch_model.safetensors. An unknown _class_name exits 69 naming the supported ones; a \
+            config.json that does not match the tensors exits 65; awq, gptq and smoothquant exit 69.
+
             RESUME: after each block its tensors, the hidden states entering the next block and the command's \
             key are kept in .DIR.qkit-progress beside the output. Rerunning the same command after a kill \
             continues after the last finished block and writes the same bytes as an uninterrupted run (a \
@@ -142,6 +162,8 @@ struct Qquant: ParsableCommand {
               qquant model/ --group 128 --rule '_proj=int4:g128:prog' --abits 8 --kvbits 4 -o model-rtn-w4a8kv4/
               qquant model/ --algo svdquant --data howto.txt --samples 32 --sampling first -o model-svdq/
               qquant model/ --algo svdquant --format nvfp4 --gptq --data howto.txt -o model-svdq-fp4/
+              qquant FLUX.1-dev/ --algo svdquant -o flux-svdq/ && qpack flux-svdq/ --to nunchaku -o flux-nunchaku/
+              qquant sana/transformer/ --algo svdquant --stats sana-stats.safetensors --format nvfp4 -o sana-svdq/
               qeval model-w4g64/ --data text.txt --ref model/
 
             A rules file holds one REGEX=SCHEME per line (split at the last '='); blank lines and lines \
@@ -242,8 +264,14 @@ struct Qquant: ParsableCommand {
     var rotating: Bool { rotate || rotateOnline }
 
     func run() throws {
+        // SVDQuant's weight side on a diffusers transformer (FLUX.1, SANA, PixArt-Σ): per linear, no forward pass.
+        let diffusionSVD = algo.lowercased() == "svdquant" && DiffusionTransformers.isDiffusers(path: model)
         if ["omniquant", "quarot"].contains(algo.lowercased()) {
             throw notAvailableYet("qquant", "--algo \(algo) is not available yet; use rtn, hqq, awq, gptq, smoothquant, qoq or svdquant (--rotate for QuaRot)")
+        }
+        if isCalibrated && !diffusionSVD && DiffusionTransformers.isDiffusers(path: model) {
+            writeStandardError("qquant: \(model): --algo \(algo) runs the decoder forward pass; a diffusion transformer takes rtn, hqq or svdquant (weight side)\n")
+            throw ExitCode(69)
         }
         // A file-size limit must fail the write (exit 74, output removed), not kill the process.
         signal(SIGXFSZ, SIG_IGN)
@@ -292,6 +320,24 @@ struct Qquant: ParsableCommand {
             }
             guard let shard = parseByteSize(maxShardSize) else { throw UsageError("--max-shard-size: cannot read '\(maxShardSize)'") }
             options.maxShardSize = shard
+            if diffusionSVD {
+                if calibration.given || gptq || abits != nil {
+                    throw UsageError("a diffusion transformer's svdquant is per linear: --stats FILE or data-free (no --data/--ids, --gptq, --abits)")
+                }
+                guard rank >= 0, grid >= 0, iterations >= 1 else { throw UsageError("--rank and --grid must not be negative, --iterations positive") }
+                var svd = DiffusionSVDQuant.Options()
+                svd.rank = rank
+                svd.grid = grid
+                svd.iterations = iterations
+                svd.statistics = stats
+                let report = try DiffusionSVDQuant.run(model: model, output: output, options: options, svd: svd,
+                                                       log: verbose && !quiet ? { logLine("qquant: " + $0) } : nil)
+                if json { print(report.json.serialized(indent: 2)) } else if !quiet {
+                    print("\(output): svdquant rank \(rank)\(stats == nil ? " (data-free, no smoothing)" : ", smoothing from \(stats!)"), "
+                          + "quantized \(report.quantized.count) weights, copied \(report.copied) tensors in \(fixedDecimals(report.seconds, 2)) s")
+                }
+                return
+            }
             if let abits, !svdquant {   // svdquant's --abits picks its own W4A4 format
                 options.activationQuantization = ActivationQuantization(bits: abits)
             }
@@ -479,7 +525,7 @@ struct Qquant: ParsableCommand {
     /// The recipe the options describe.
     func recipe() throws -> QuantRecipe {
         let name = algo.lowercased()
-        let base = isCalibrated ? "rtn" : name
+        let base = isCalibrated || name == "svdquant" ? "rtn" : name
         guard let algorithm = QuantAlgorithm(rawValue: base), algorithm != .mse else {
             throw UsageError("--algo: unknown algorithm '\(algo)' (rtn, hqq, awq, gptq, smoothquant, qoq, svdquant, none with --rotate)")
         }

@@ -11,6 +11,12 @@ usage: qsynth [--preset tiny|qwen2-tiny|llama8b] [--family llama|qwen2] [--hidde
 Writes DIR/config.json, DIR/generation_config.json and safetensors with Hugging Face names (sharded with
 model.safetensors.index.json past --max-shard-size). Same options and seed give the same bytes.
 
+       qsynth --family flux|sana|pixart [--heads N] [--head-dim N] [--layers N] [--single-layers N]
+              [--dtype bf16|f16|f32] [--seed S] [--max-shard-size 5GB] [--pipeline] -o DIR
+A diffusers transformer with the real names and config keys, widths scaled down (defaults: FLUX d=128 with
+2 dual + 2 single blocks, SANA d=320 with 2 blocks, PixArt-Sigma d=128 with 2 blocks): DIR/config.json and
+DIR/diffusion_pytorch_model.safetensors; with --pipeline a pipeline root (DIR/model_index.json, DIR/transformer/).
+
 """
 
 func fail(_ message: String, _ status: Int32 = 64) -> Never {
@@ -37,7 +43,78 @@ func now() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// `qsynth --family flux|sana|pixart …`: a synthetic diffusers transformer.
+func diffusionMain(_ family: SyntheticDiffusionConfig.Family, _ arguments: [String]) {
+    var config = SyntheticDiffusionConfig.tiny(family)
+    var output: String?
+    var maxShard = SyntheticCheckpoint.defaultMaxShardSize
+    var quiet = false
+    var i = 0
+    func value() -> String {
+        guard i + 1 < arguments.count else { fail("option '\(arguments[i])' needs a value") }
+        i += 1
+        return arguments[i]
+    }
+    func intValue() -> Int {
+        let v = value()
+        guard let n = Int(v), n > 0 else { fail("option '\(arguments[i - 1])': '\(v)' is not a positive integer") }
+        return n
+    }
+    while i < arguments.count {
+        switch arguments[i] {
+        case "--family": _ = value()
+        case "-o", "--output": output = value()
+        case "--heads": config.heads = intValue()
+        case "--head-dim": config.headDim = intValue()
+        case "--layers": config.layers = intValue()
+        case "--single-layers":
+            let v = value()
+            guard let n = Int(v), n >= 0 else { fail("--single-layers: '\(v)' is not a non-negative integer") }
+            config.singleLayers = n
+        case "--pipeline": config.pipeline = true
+        case "--dtype":
+            let v = value()
+            switch v.lowercased() {
+            case "bf16", "bfloat16": config.dtype = .bf16
+            case "f16", "fp16", "float16": config.dtype = .f16
+            case "f32", "fp32", "float32": config.dtype = .f32
+            default: fail("unknown dtype '\(v)' (bf16, f16, f32)")
+            }
+        case "--seed":
+            let v = value()
+            guard let s = UInt64(v) else { fail("--seed: '\(v)' is not a non-negative integer") }
+            config.seed = s
+        case "--max-shard-size":
+            let v = value()
+            guard let s = parseSize(v) else { fail("--max-shard-size: cannot read '\(v)'") }
+            maxShard = s
+        case "-q", "--quiet": quiet = true
+        default: fail("unexpected argument '\(arguments[i])' for --family \(family.rawValue)\n" + usageText)
+        }
+        i += 1
+    }
+    guard let output else { fail("missing -o DIR\n" + usageText) }
+    if let p = config.problem { fail(p) }
+    do {
+        try SyntheticCheckpoint.write(diffusion: config, to: output, maxShardSize: maxShard)
+    } catch let e as any QKitError {
+        fail("\(output): \(e)", e.exitStatus.rawValue)
+    } catch {
+        fail("\(output): \(error)", 1)
+    }
+    if !quiet {
+        var line = "qsynth: wrote \(output): \(family.rawValue), \(config.parameterCount) parameters\n"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}
+
 func main() {
+    if let f = CommandLine.arguments.firstIndex(of: "--family"), f + 1 < CommandLine.arguments.count,
+        let family = SyntheticDiffusionConfig.Family(rawValue: CommandLine.arguments[f + 1].lowercased())
+    {
+        diffusionMain(family, Array(CommandLine.arguments.dropFirst()))
+        return
+    }
     var config = SyntheticModelConfig.tiny
     var output: String?
     var maxShard = SyntheticCheckpoint.defaultMaxShardSize
@@ -70,7 +147,7 @@ func main() {
         case "-o", "--output": output = value()
         case "--family":
             let v = value()
-            guard let f = SyntheticFamily(rawValue: v.lowercased()) else { fail("unknown family '\(v)' (llama, qwen2)") }
+            guard let f = SyntheticFamily(rawValue: v.lowercased()) else { fail("unknown family '\(v)' (llama, qwen2, flux, sana, pixart)") }
             config.family = f
         case "--hidden": config.hidden = intValue()
         case "--intermediate": config.intermediate = intValue()

@@ -107,7 +107,9 @@ public final class Checkpoint: @unchecked Sendable {
     private let byName: [String: Int]
 
     /// Opens `path`. A directory is searched for `model.safetensors.index.json`, then
-    /// `model.safetensors`, then any `*.safetensors` (all of them, as one checkpoint), then one `*.gguf`.
+    /// `model.safetensors`, then diffusers' `diffusion_pytorch_model.safetensors.index.json` and
+    /// `diffusion_pytorch_model.safetensors`, then any `*.safetensors` (all of them, as one checkpoint), then
+    /// one `*.gguf`. A diffusers pipeline root (`model_index.json`, no `config.json`) opens its `transformer/`.
     public init(path: String) throws {
         self.path = path
         var files: [MappedFile] = []
@@ -155,13 +157,22 @@ public final class Checkpoint: @unchecked Sendable {
         }
 
         if path != "-", isDirectory(path) {
-            let dir = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+            var dir = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+            var names = listDirectory(dir)
+            // A diffusers pipeline root (model_index.json) leads to its transformer/ (diffusers' own names).
+            if names.contains("model_index.json"), !names.contains("config.json"), isDirectory(dir + "/transformer") {
+                dir += "/transformer"
+                names = listDirectory(dir)
+            }
             directory = dir
-            let names = listDirectory(dir)
             if names.contains("model.safetensors.index.json") {
                 try openIndex(dir + "/model.safetensors.index.json", dir: dir)
             } else if names.contains("model.safetensors") {
                 try addSafetensors(dir + "/model.safetensors")
+            } else if names.contains(Checkpoint.diffusersIndexName) {
+                try openIndex(dir + "/" + Checkpoint.diffusersIndexName, dir: dir)
+            } else if names.contains(Checkpoint.diffusersWeightsName) {
+                try addSafetensors(dir + "/" + Checkpoint.diffusersWeightsName)
             } else if case let st = names.filter({ $0.hasSuffix(".safetensors") }), !st.isEmpty {
                 for n in st { try addSafetensors(dir + "/" + n) }
                 if st.count > 1 { kind = .shardedSafetensors }
@@ -240,6 +251,10 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
+    /// The weights file of a diffusers model directory (`transformer/`), and its sharded index.
+    public static let diffusersWeightsName = "diffusion_pytorch_model.safetensors"
+    public static let diffusersIndexName = "diffusion_pytorch_model.safetensors.index.json"
+
     /// The tensor named `name`.
     public subscript(name: String) -> CheckpointTensor? { byName[name].map { tensors[$0] } }
 
@@ -311,7 +326,7 @@ public enum CheckpointError: QKitError, Equatable {
 
     public var description: String {
         switch self {
-        case .noCheckpoint: "no checkpoint here (no model.safetensors[.index.json], *.safetensors, *.gguf or tensor-cache.json)"
+        case .noCheckpoint: "no checkpoint here (no model.safetensors[.index.json], diffusion_pytorch_model.safetensors[.index.json], *.safetensors, *.gguf or tensor-cache.json)"
         case .unknownTensor(let n): "no tensor named '\(n)'"
         }
     }

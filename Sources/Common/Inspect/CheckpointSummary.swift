@@ -27,6 +27,15 @@ public struct ArchitectureSummary: Sendable, Equatable {
         tiedEmbeddings = c["tie_word_embeddings"]?.boolValue ?? (family.map { ["llama", "mistral", "qwen2", "qwen3"].contains($0) } == true ? false : nil)
         contextLength = c["max_position_embeddings"]?.intValue
         dtype = c["torch_dtype"]?.stringValue ?? c["dtype"]?.stringValue
+        if let cls = c["_class_name"]?.stringValue {
+            // A diffusers model: the family from the class, blocks from num_layers (+ FLUX's num_single_layers).
+            architecture = cls
+            family = DiffusionTransformers.all.first { $0.classNames.contains(cls) }.map { $0.family } ?? "diffusers"
+            if let l = c["num_layers"]?.intValue { layers = l + (c["num_single_layers"]?.intValue ?? 0) }
+            headDim = c["attention_head_dim"]?.intValue ?? headDim
+            if let h = heads, let hd = c["attention_head_dim"]?.intValue { hidden = h * hd }
+            kvHeads = heads
+        }
     }
 
     public init() {}
@@ -61,6 +70,8 @@ public struct CheckpointSummary: Sendable {
     public var quantizedParameters: Int
     /// `__metadata__` of the first file.
     public var metadata: [(key: String, value: String)]
+    /// A diffusers transformer's blocks and block linears (nil for other checkpoints).
+    public var diffusion: DiffusionSummary?
 
     /// Stored bits per logical parameter over the whole checkpoint.
     public var bitsPerParameter: Double { parameters > 0 ? Double(dataBytes) * 8 / Double(parameters) : 0 }
@@ -99,6 +110,7 @@ public struct CheckpointSummary: Sendable {
         let q = weights.filter { $0.scheme != .float }
         quantizedParameters = q.reduce(0) { $0 + $1.parameters }
         quantizedBitsPerWeight = quantizedParameters > 0 ? Double(q.reduce(0) { $0 + $1.bytes }) * 8 / Double(quantizedParameters) : nil
+        diffusion = DiffusionTransformers.isDiffusers(ck) ? DiffusionSummary(ck, groups: weights) : nil
     }
 
     /// Which parameter group a tensor or module name falls in (index into the fixed group list).

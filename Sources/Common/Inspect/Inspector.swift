@@ -207,6 +207,7 @@ public struct Inspector {
         if let b = s.quantizedBitsPerWeight {
             out += "              \(shortFloat(b, digits: 4)) bits/weight over \(humanCount(s.quantizedParameters)) quantized weights (scales and zeros included)\n"
         }
+        if let d = s.diffusion { out += d.text }
         out += "\n"
         let rows = s.groups.map { g in
             [g.name, String(g.tensors), humanCount(g.parameters), humanBytes(g.bytes), shortFloat(g.bitsPerParameter, digits: 4),
@@ -250,6 +251,7 @@ public struct Inspector {
         if let b = s.quantizedBitsPerWeight { q["bits_per_weight"] = .double(b) }
         q["quantized_parameters"] = .int(s.quantizedParameters)
         o["quantization"] = .object(q)
+        if let d = s.diffusion { o["diffusion"] = d.json }
         o["groups"] = .array(s.groups.map {
             ["name": .string($0.name), "tensors": .int($0.tensors), "parameters": .int($0.parameters), "bytes": .int($0.bytes),
              "bits_per_param": .double($0.bitsPerParameter)]

@@ -110,6 +110,8 @@ public enum QKitQuantizer {
         guard ck.kind != .gguf else { throw QuantizeError.unsupportedInput(path: model, kind: "GGUF") }
         guard ck.directory != nil, model != "-" else { throw QuantizeError.unsupportedInput(path: model, kind: "standard") }
         if ck.config?["quantization_config"]?["quant_method"]?.stringValue == "qkit" { throw QuantizeError.alreadyQuantized(path: model) }
+        // A diffusers transformer (FLUX.1, SANA, PixArt-Σ) is selected by its family's descriptor.
+        if DiffusionTransformers.isDiffusers(ck) { return try DiffusionQuantizer.run(model: model, output: output, options: options, log: log) }
 
         // Plan: every tensor's scheme and output tensors, checked before anything is written.
         var items: [Item] = []
