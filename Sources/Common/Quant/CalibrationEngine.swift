@@ -95,6 +95,8 @@ public enum CalibrationEngine {
         report.blocks = c.layerCount
         report.dataHash = XXH64.hex(data.inputHash)
 
+        // Every block allocates and frees the same tens-of-MB activation buffers: recycle them.
+        LargeBlockPool.enabled = true
         // Progress: continue an interrupted run of the same command.
         let key = XXH64.hex(resumeKey(ck, algorithm: algorithm, options: options, data: data))
         let progress = ProgressDirectory(output: output)
