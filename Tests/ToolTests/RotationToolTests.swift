@@ -2,30 +2,6 @@ import Common
 import Foundation
 import Testing
 
-/// The tiny transformers-made fixture models of the runtime tests.
-private func fixtureModel(_ family: String) -> String { Tool.root + "/Tests/CommonTests/Fixtures/model/" + family }
-
-/// Seeded token ids below the tiny models' vocabulary (320).
-private func idsFile(_ dir: String, count: Int = 3000) throws -> String {
-    var state: UInt64 = 17
-    var ids: [String] = []
-    for _ in 0..<count {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        ids.append(String((state >> 33) % 320))
-    }
-    let path = dir + "/ids.txt"
-    try (ids.joined(separator: " ") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-    return path
-}
-
-private func files(_ dir: String) throws -> [String: Data] {
-    var out: [String: Data] = [:]
-    for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
-        out[name] = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
-    }
-    return out
-}
-
 /// Logits of seeded sequences through qkit's forward pass (any layout `openWeights` reads).
 private func logits(_ path: String) throws -> [Float] {
     let model = try DecoderModel(source: openWeights(path: path))
@@ -73,7 +49,7 @@ struct RotationToolTests {
     func composes() throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ids = try idsFile(dir)
+        let ids = try idsFile(dir, seed: 17)
         let m = fixtureModel("llama3")
         let data = ["--ids", ids, "--samples", "6", "--seqlen", "48"]
         let runs: [(String, [String])] = [
@@ -118,7 +94,7 @@ struct RotationToolTests {
     func errors() throws {
         let dir = Tool.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ids = try idsFile(dir, count: 500)
+        let ids = try idsFile(dir, count: 500, seed: 17)
         // hidden 156 = 2^2·3·13: no Hadamard matrix qkit can build.
         var odd = SyntheticModelConfig.tiny
         odd.hidden = 156

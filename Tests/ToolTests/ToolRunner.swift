@@ -82,3 +82,28 @@ enum Tool {
         return d
     }
 }
+
+/// The tiny transformers-made fixture models of the runtime tests.
+func fixtureModel(_ family: String) -> String { Tool.root + "/Tests/CommonTests/Fixtures/model/" + family }
+
+/// Seeded token ids below the tiny models' vocabulary (320), as qeval --tokenize prints them.
+func idsFile(_ dir: String, count: Int = 3000, seed: UInt64 = 11) throws -> String {
+    var state = seed
+    var ids: [String] = []
+    for _ in 0..<count {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        ids.append(String((state >> 33) % 320))
+    }
+    let path = dir + "/ids.txt"
+    try (ids.joined(separator: " ") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// Every file of a directory, by name.
+func files(_ dir: String) throws -> [String: Data] {
+    var out: [String: Data] = [:]
+    for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
+        out[name] = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
+    }
+    return out
+}
