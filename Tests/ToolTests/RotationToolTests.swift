@@ -73,6 +73,12 @@ struct RotationToolTests {
             #expect(err < 0.5, "\(name): \(err)")
             #expect(!FileManager.default.fileExists(atPath: dir + "/." + name + ".qkit-rotated"))
         }
+        // No backend applies the online Hadamard: packing such a checkpoint is refused, the offline one packs.
+        let online = try Tool.run("qpack", [dir + "/gptq", "--to", "vllm-gptq", "-o", dir + "/packed"])
+        #expect(online.status == 65 && online.stderr.contains("online down_proj Hadamard"), "\(online.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/packed"))
+        let offline = try Tool.run("qpack", [dir + "/rtn", "--to", "vllm-gptq", "-o", dir + "/packed"])
+        #expect(offline.status == 0, "\(offline.stderr)")
         // The activation quantization changes the logits (qeval's forward applies it).
         let a8 = try logits(dir + "/rtn-a8")
         let fake = try logits(dir + "/fake")

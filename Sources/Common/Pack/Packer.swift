@@ -77,6 +77,11 @@ public enum Packer {
         var report = report
         let ck = source.checkpoint
         var layout = options.layout.adapted(to: ck.config)
+        if let d = ck.config?[RotatedWeights.configKey]?["online"]?["down_proj"], d != .null {
+            // No backend applies qkit's online Hadamard to down_proj's input: its weights would compute garbage there.
+            throw PackError.unsupported(path: input, backend: layout.name,
+                                        what: "an online down_proj Hadamard (\(RotatedWeights.configKey).online, qquant --rotate-online): the engine would not transform down_proj's input; use --rotate")
+        }
         if source.packed != nil, let p = source.linears.first { layout = layout.keepingScales(source.scaleDType(of: p.prefix)) }
         try layout.check(source.linears, source: input)
 
