@@ -141,11 +141,8 @@ public final class OutputDirectory {
         var p = path
         while p.count > 1, p.hasSuffix("/") { p.removeLast() }
         self.path = p
-        let slash = p.lastIndex(of: "/")
-        let dir = slash.map { String(p[..<$0]) } ?? "."
-        let base = slash.map { String(p[p.index(after: $0)...]) } ?? p
-        stagingPath = "\(dir.isEmpty ? "/" : dir)/.\(base).qkit-\(getpid())"
-        try makeDirectories(dir.isEmpty ? "/" : dir)
+        stagingPath = hiddenSibling(of: p, suffix: "qkit-\(getpid())")
+        try makeDirectories(parentDirectory(of: p))
         removeTree(stagingPath)
         guard mkdir(stagingPath, 0o755) == 0 else { throw IOError.cannotCreate(path: path, errno: errno) }
     }
@@ -178,6 +175,25 @@ public final class OutputDirectory {
 }
 
 /// Creates a directory and its missing parents (like `mkdir -p`).
+/// The directory holding `path` (`.` for a bare name, `/` at the root), trailing slashes ignored.
+public func parentDirectory(of path: String) -> String {
+    var p = path
+    while p.count > 1, p.hasSuffix("/") { p.removeLast() }
+    guard let slash = p.lastIndex(of: "/") else { return "." }
+    let dir = String(p[..<slash])
+    return dir.isEmpty ? "/" : dir
+}
+
+/// `DIR/.NAME.SUFFIX` for `path` = `DIR/NAME`: the hidden sibling where a tool stages or keeps work for an output
+/// (`.NAME.qkit-PID` staging, `.NAME.qkit-progress`, `.NAME.qkit-rotated`).
+public func hiddenSibling(of path: String, suffix: String) -> String {
+    var p = path
+    while p.count > 1, p.hasSuffix("/") { p.removeLast() }
+    let base = p.lastIndex(of: "/").map { String(p[p.index(after: $0)...]) } ?? p
+    let dir = parentDirectory(of: p)
+    return (dir == "/" ? "" : dir) + "/." + base + "." + suffix
+}
+
 public func makeDirectories(_ path: String) throws(IOError) {
     if isDirectory(path) { return }
     var prefix = path.hasPrefix("/") ? "/" : ""

@@ -284,14 +284,7 @@ final class ProgressDirectory {
     /// XXH64 of the files written so far, by name.
     private var hashes: [String: String] = [:]
 
-    init(output: String) {
-        var p = output
-        while p.count > 1, p.hasSuffix("/") { p.removeLast() }
-        let slash = p.lastIndex(of: "/")
-        let dir = slash.map { String(p[..<$0]) } ?? "."
-        let base = slash.map { String(p[p.index(after: $0)...]) } ?? p
-        path = "\(dir.isEmpty ? "/" : dir)/.\(base).qkit-progress"
-    }
+    init(output: String) { path = hiddenSibling(of: output, suffix: "qkit-progress") }
 
     func blockPath(_ layer: Int) -> String { path + "/block-" + cFormat("%04d", layer) + ".safetensors" }
     func hiddenPath(_ block: Int) -> String { path + "/hidden-" + cFormat("%04d", block) + ".f32" }
