@@ -30,7 +30,9 @@ extension Qquant {
             o_proj, then gate/up, then down_proj); dampening --damp times the mean diagonal (raised \
             automatically when the Cholesky factorization fails), lazy batch updates of --block-size columns, \
             --act-order (columns by decreasing diag H, static groups: no g_idx); the next block sees the \
-            quantized block's output.
+            quantized block's output. The group scales are fixed before the column loop from the original \
+            weight: its range (llm-compressor's minmax, the default) or, with --clip mse, the MSE clipping \
+            search's (better perplexity for a few seconds more per block).
 
             smoothquant (default int8 per channel, W8A8): s = max|x|^alpha / max|W|^(1-alpha) (--alpha, 0.5) \
             folded into input_layernorm (q/k/v) and post_attention_layernorm (gate/up); the recipe records \

@@ -4,8 +4,9 @@ Calibration: the first 32 non-overlapping 512-token windows of pydoc-howto.txt (
 evaluation: the first 20 non-overlapping 512-token windows of pydoc-tutorial.txt, ppl = exp(mean NLL), f32 CPU.
 Each oneshot is timed (model load and evaluation excluded), then the fake-quantized model is scored.
 
-usage: python calibrated_peer.py MODEL_DIR gptq|awq|smoothquant|smoothquant-static ...
+usage: python calibrated_peer.py MODEL_DIR gptq|gptq-mse|awq|smoothquant|smoothquant-static ...
   gptq        W4A16 int4 symmetric g64, actorder static, dampening 0.01, block 128 (GPTQModifier defaults)
+  gptq-mse    the same with the weight observer "mse" (its range search: `qquant --algo gptq --clip mse`)
   awq         W4A16 int4 asymmetric g64 (AWQModifier, its defaults otherwise)
   smoothquant SmoothQuant alpha 0.5 + W8A8 int8 (per-channel weights, per-token dynamic activations)
   smoothquant-static  the same with static per-tensor int8 activation scales from the global min/max of the
@@ -42,10 +43,11 @@ def ppl(model, windows):
 
 def recipe(algo):
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    if algo == "gptq":
+    if algo in ("gptq", "gptq-mse"):
         from llmcompressor.modifiers.quantization import GPTQModifier
+        observer = {"observer": "mse"} if algo == "gptq-mse" else {}
         s = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(num_bits=4, type="int", symmetric=True,
-                               strategy="group", group_size=64, actorder="static"))
+                               strategy="group", group_size=64, actorder="static", **observer))
         return GPTQModifier(config_groups={"group_0": s}, ignore=["lm_head"], dampening_frac=0.01, block_size=128)
     if algo == "awq":
         from llmcompressor.modifiers.awq import AWQModifier
