@@ -59,12 +59,15 @@ struct Qpack: ParsableCommand {
             mlp_fc2 (proj_out split along K); SANA attn.qkv_proj (q/k/v each padded to 128), attn.out_proj, \
             cross_attn.q_linear, cross_attn.kv_linear (16-bit), cross_attn.out_proj, ff.inverted_conv, ff.depth_conv \
             ([C, 3, 3, 1]), ff.point_conv. Linears without a low-rank branch (plain RTN) get rank 0. PixArt-Sigma \
-            has no Nunchaku model: exit 69.
+            has no Nunchaku model: exit 69 (EX_UNAVAILABLE), and nothing is written.
 
-            69 (EX_UNAVAILABLE) and writes nothing.
+            A GGUF file is an input like a float model for every --to: it is imported first (every tensor \
+            dequantized to f32, as --to safetensors does) into a hidden directory beside OUT, .OUT.qkit-gguf-PID, \
+            which is removed afterwards (disk: 4 bytes per parameter while qpack runs), then quantized in the \
+            layout's scheme. Standard input (-) is a GGUF stream for --to safetensors only.
             """)
 
-    @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file or - (for --to safetensors); with --verify, the packed output.")
+    @Argument(help: "Input: a qkit checkpoint, packed checkpoint or float model directory, a .gguf file (imported first), or - (a GGUF stream, for --to safetensors); with --verify, the packed output.")
     var input: String
 
     @Option(name: .customLong("to"), help: "Output format: vllm-awq, vllm-gptq, compressed-tensors, tinychat, lightllm, mlc, nunchaku, gguf, safetensors.")
@@ -143,69 +146,81 @@ struct Qpack: ParsableCommand {
                 try GGUFImport.run(gguf: input, output: output, dtype: dtype.dtype, maxShardSize: shard, progress: log)
                 return
             }
-            guard format == .mlc || (quantization == nil && convTemplate == nil && !ndarrayCache) else {
-                throw UsageError("--quantization, --conv-template and --ndarray-cache go with --to mlc")
+            try checkFlags(format, scheme: parsedScheme)
+            try GGUFImport.withModelDirectory(input, beside: output, log: log) { model in
+                try pack(model, to: format, output: output, shard: shard, scheme: parsedScheme, log: log)
             }
-            if format == .nunchaku {
-                guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
-                let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
-                    : NunchakuPacker.run(input: input, output: output, log: log)
-                if !quiet {
-                    logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
-                }
-                return
+        }
+    }
+
+    /// The flag combinations `--to FORMAT` refuses, checked before any work (a GGUF input's import included).
+    func checkFlags(_ format: PackFormat, scheme: QuantScheme?) throws {
+        guard format == .mlc || (quantization == nil && convTemplate == nil && !ndarrayCache) else {
+            throw UsageError("--quantization, --conv-template and --ndarray-cache go with --to mlc")
+        }
+        if scheme != nil {
+            switch format {
+            case .nunchaku: throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)")
+            case .mlc: throw UsageError("--scheme does not go with --to mlc (use --quantization)")
+            case .gguf: throw UsageError("--scheme does not apply to --to gguf (use --gguf-type)")
+            default: break
             }
-            if format == .mlc {
-                var o = MLCPacker.Options()
-                if let quantization {
-                    guard let p = MLCPreset.named(quantization) else {
-                        throw UsageError("--quantization: unknown MLC preset '\(quantization)' (\(MLCPreset.all.map(\.name).joined(separator: ", ")))")
-                    }
-                    o.preset = p
-                }
-                guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to mlc (use --quantization)") }
-                if let convTemplate {
-                    guard MLCChatConfig.templateNames.contains(convTemplate) else {
-                        throw UsageError("--conv-template: unknown template '\(convTemplate)' (\(MLCChatConfig.templateNames.joined(separator: ", ")))")
-                    }
-                    o.template = convTemplate
-                }
-                o.legacyCache = ndarrayCache
-                if let shard { o.shardCap = shard }
-                let r = try MLCPacker.run(input: input, output: output, options: o, log: log)
-                if !quiet {
-                    logLine("qpack: \(output): mlc \(o.preset), \(r.packed) linears packed, \(r.copied) tensors copied, " +
-                            "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with mlc's rounding)" : ""))
-                }
-                return
-            }
-            guard format == .gguf || ggufType == nil else { throw UsageError("--gguf-type goes with --to gguf") }
-            if format == .gguf {
-                guard parsedScheme == nil else { throw UsageError("--scheme does not apply to --to gguf (use --gguf-type)") }
-                let type = try ggufType.map { t throws(UsageError) -> GGMLType in
-                    guard let g = GGUFExport.types[t.lowercased()] else {
-                        throw UsageError("--gguf-type: '\(t)' is not one of \(GGUFExport.types.keys.sorted().joined(separator: ", "))")
-                    }
-                    return g
-                }
-                let start = monotonicSeconds()
-                let r = try GGUFExport.run(input: input, output: output, type: type, log: log)
-                if !quiet {
-                    logLine("qpack: \(output): gguf \(r.type.name), \(r.tensors) tensors (\(r.kept) linears with their codes kept, \(r.quantized) quantized), " +
-                            "\(r.bytes / 1_000_000) MB in \(fixedDecimals(monotonicSeconds() - start, 2)) s")
-                }
-                return
-            }
-            guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }
-            guard format == .compressedTensors || !w8a8 else { throw UsageError("--w8a8 goes with --to compressed-tensors") }
-            var options = PackOptions(layout: Packer.layout(named: format.rawValue, gptqV2: gptqV2, w8a8: w8a8)!)
-            options.scheme = parsedScheme
-            if let shard { options.maxShardSize = shard }
-            let r = try Packer.run(input: input, output: output, options: options, log: log)
+        }
+        guard format == .gguf || ggufType == nil else { throw UsageError("--gguf-type goes with --to gguf") }
+        guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }
+        guard format == .compressedTensors || !w8a8 else { throw UsageError("--w8a8 goes with --to compressed-tensors") }
+        if let quantization, MLCPreset.named(quantization) == nil {
+            throw UsageError("--quantization: unknown MLC preset '\(quantization)' (\(MLCPreset.all.map(\.name).joined(separator: ", ")))")
+        }
+        if let convTemplate, !MLCChatConfig.templateNames.contains(convTemplate) {
+            throw UsageError("--conv-template: unknown template '\(convTemplate)' (\(MLCChatConfig.templateNames.joined(separator: ", ")))")
+        }
+        if let ggufType, GGUFExport.types[ggufType.lowercased()] == nil {
+            throw UsageError("--gguf-type: '\(ggufType)' is not one of \(GGUFExport.types.keys.sorted().joined(separator: ", "))")
+        }
+    }
+
+    /// Packs the model directory or checkpoint `input` (a GGUF input arrives here already imported).
+    func pack(_ input: String, to format: PackFormat, output: String, shard: Int?, scheme parsedScheme: QuantScheme?,
+              log: ((String) -> Void)?) throws {
+        if format == .nunchaku {
+            let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
+                : NunchakuPacker.run(input: input, output: output, log: log)
             if !quiet {
-                logLine("qpack: \(output): \(format.rawValue), \(r.packed) linears packed, \(r.copied) tensors copied, " +
-                        "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with rtn)" : ""))
+                logLine("qpack: \(output): nunchaku, \(r.packed) linears packed, \(r.copied) tensors copied, \(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s")
             }
+            return
+        }
+        if format == .mlc {
+            var o = MLCPacker.Options()
+            if let quantization { o.preset = MLCPreset.named(quantization)! }   // names checked by checkFlags
+            if let convTemplate { o.template = convTemplate }
+            o.legacyCache = ndarrayCache
+            if let shard { o.shardCap = shard }
+            let r = try MLCPacker.run(input: input, output: output, options: o, log: log)
+            if !quiet {
+                logLine("qpack: \(output): mlc \(o.preset), \(r.packed) linears packed, \(r.copied) tensors copied, " +
+                        "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with mlc's rounding)" : ""))
+            }
+            return
+        }
+        if format == .gguf {
+            let type = ggufType.map { GGUFExport.types[$0.lowercased()]! }   // checked by checkFlags
+            let start = monotonicSeconds()
+            let r = try GGUFExport.run(input: input, output: output, type: type, log: log)
+            if !quiet {
+                logLine("qpack: \(output): gguf \(r.type.name), \(r.tensors) tensors (\(r.kept) linears with their codes kept, \(r.quantized) quantized), " +
+                        "\(r.bytes / 1_000_000) MB in \(fixedDecimals(monotonicSeconds() - start, 2)) s")
+            }
+            return
+        }
+        var options = PackOptions(layout: Packer.layout(named: format.rawValue, gptqV2: gptqV2, w8a8: w8a8)!)
+        options.scheme = parsedScheme
+        if let shard { options.maxShardSize = shard }
+        let r = try Packer.run(input: input, output: output, options: options, log: log)
+        if !quiet {
+            logLine("qpack: \(output): \(format.rawValue), \(r.packed) linears packed, \(r.copied) tensors copied, " +
+                    "\(r.bytesWritten / 1_000_000) MB in \(fixedDecimals(r.seconds, 2)) s" + (r.quantizedFirst ? " (float input quantized with rtn)" : ""))
         }
     }
 }

@@ -205,6 +205,12 @@ struct PackMLCTests {
         let attention = family.hasPrefix("qwen") ? "c_attn" : "qkv_proj"
         #expect(ck["model.layers.0.self_attn.\(attention).q_weight"] != nil && ck["model.layers.0.mlp.gate_up_proj.q_scale"] != nil)
         #expect(ck["model.layers.0.self_attn.q_proj.q_weight"] == nil && (family != "qwen2" || ck["model.layers.0.self_attn.c_attn.bias"] != nil))
+        // qinspect --summary's architecture line comes from mlc-chat-config.json (a tensor cache has no config.json).
+        let source = try #require(try Checkpoint(path: model).config)
+        let a = try #require(CheckpointSummary(ck).architecture)
+        #expect(a.family == source["model_type"]?.stringValue && a.layers == source["num_hidden_layers"]?.intValue
+                && a.hidden == source["hidden_size"]?.intValue && a.kvHeads == source["num_key_value_heads"]?.intValue
+                && a.vocab == source["vocab_size"]?.intValue && a.dtype == preset.tvmModelDType)
     }
 
     @Test("a qkit checkpoint of MLC's quantization packs to the same files as its float model; qkit codes that do not fit are refused")

@@ -88,4 +88,32 @@ struct RealModelToolTests {
             if status == "changed" { #expect((t["sqnr_db"] as! NSNumber).doubleValue > 45, "\(t["name"]!)") }
         }
     }
+
+    @Test("a GGUF file packs directly: the same files as packing its f32 import, no scratch left; qinspect names an MLC directory's architecture")
+    func ggufAsPackInput() throws {
+        try requireAssets()
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var r = try Tool.run("qpack", [gguf, "--to", "safetensors", "--dtype", "f32", "-o", dir + "/f32"], release: true)
+        #expect(r.status == 0, "\(r.stderr)")
+        for (name, args) in [("gptq", ["--to", "vllm-gptq", "--scheme", "int4:g32:sym"])] {
+            r = try Tool.run("qpack", [gguf] + args + ["-o", dir + "/direct-" + name], release: true)
+            #expect(r.status == 0, "\(r.stderr)")
+            r = try Tool.run("qpack", [dir + "/f32"] + args + ["-o", dir + "/imported-" + name], release: true)
+            #expect(r.status == 0, "\(r.stderr)")
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/direct-" + name).sorted()
+            #expect(files == (try FileManager.default.contentsOfDirectory(atPath: dir + "/imported-" + name).sorted()))
+            for f in files {
+                #expect(FileManager.default.contentsEqual(atPath: dir + "/direct-\(name)/" + f, andPath: dir + "/imported-\(name)/" + f), "\(name)/\(f)")
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".") }.isEmpty)
+        // A flag error comes before the import: nothing is written.
+        r = try Tool.run("qpack", [gguf, "--to", "mlc", "--scheme", "int4:g32", "-o", dir + "/bad"], release: true)
+        #expect(r.status == 64 && !FileManager.default.fileExists(atPath: dir + "/bad"))
+        r = try Tool.run("qpack", [gguf, "--to", "mlc", "-o", dir + "/direct-mlc"], release: true)
+        #expect(r.status == 0, "\(r.stderr)")
+        let summary = try Tool.run("qinspect", ["--summary", dir + "/direct-mlc"], release: true)
+        #expect(summary.stdout.contains("architecture  llama\n") && summary.stdout.contains("layers 30, hidden 576"), "\(summary.stdout)")
+    }
 }

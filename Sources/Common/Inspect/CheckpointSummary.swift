@@ -38,6 +38,16 @@ public struct ArchitectureSummary: Sendable, Equatable {
         }
     }
 
+    /// Reads an MLC mlc-chat-config.json: `model_type` and the Hugging Face style `model_config` MLC keeps
+    /// (its `context_window_size` is the context; the weights' dtype comes from the quantization preset).
+    public init(mlcChatConfig m: JSONValue) {
+        self.init(config: m["model_config"] ?? .object(JSONObject()))
+        family = m["model_type"]?.stringValue ?? family
+        contextLength = m["model_config"]?["context_window_size"]?.intValue ?? m["context_window_size"]?.intValue ?? contextLength
+        vocab = vocab ?? m["vocab_size"]?.intValue
+        if let q = m["quantization"]?.stringValue, let preset = MLCPreset.named(q) { dtype = preset.tvmModelDType }
+    }
+
     public init() {}
 }
 
@@ -88,6 +98,8 @@ public struct CheckpointSummary: Sendable {
         parameters = weights.reduce(0) { $0 + $1.parameters }
         if let c = ck.config {
             architecture = ArchitectureSummary(config: c)
+        } else if let m = FormatDetector.mlcChatConfig(ck) {
+            architecture = ArchitectureSummary(mlcChatConfig: m)
         } else {
             architecture = Self.ggufArchitecture(ck)
         }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// GGUF → Hugging Face import (`qpack X.gguf --to safetensors`): dequantizes every tensor, undoes llama.cpp's
 /// renaming and q/k row permutation, and writes `config.json`, `model.safetensors` (or shards + index),
 /// `tokenizer.json`, `tokenizer_config.json` and `generation_config.json` into a directory that appears only
@@ -6,6 +9,21 @@
 public enum GGUFImport {
     /// Float bytes per chunk of rows dequantized at once.
     static let chunkBytes = 8 << 20
+
+    /// Runs `body` with a model directory for `input`: `input` itself, or, when it is a GGUF file, its f32
+    /// import (every tensor dequantized exactly, `run`) in a hidden directory beside `output`
+    /// (`.NAME.qkit-gguf-PID`), removed afterwards whatever happens. This is how every `qpack --to` layout takes
+    /// a GGUF file as input: a float model, quantized again in the layout's scheme. The scratch copy takes four
+    /// bytes per parameter on disk; memory stays at the importer's few MB.
+    public static func withModelDirectory<T>(_ input: String, beside output: String, log: ((String) -> Void)? = nil,
+                                             _ body: (String) throws -> T) throws -> T {
+        guard input != "-", fileExists(input), !isDirectory(input), Checkpoint.looksLikeGGUF(input) else { return try body(input) }
+        let scratch = hiddenSibling(of: output, suffix: "qkit-gguf-\(getpid())")
+        defer { removeTree(scratch) }
+        log?("importing \(input) as f32 into \(scratch)")
+        try run(gguf: input, output: scratch, dtype: .f32, maxShardSize: nil, progress: log)
+        return try body(scratch)
+    }
 
     /// Imports `gguf` into the directory `output`.
     /// - Parameters:
