@@ -47,6 +47,22 @@ struct CalibratedToolTests {
         #expect(none.status == 66 && none.stderr.contains("--resume"), "\(none.stderr)")
     }
 
+    @Test("gptq --clip mse: the recipe says mse, the codes differ from plain gptq's, one thread writes the same bytes")
+    func gptqWithMSEClipping() throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir)
+        let common = [fixtureModel("llama3"), "--algo", "gptq", "--group", "32", "--act-order", "--ids", ids, "--samples", "6", "--seqlen", "48"]
+        let plain = try Tool.run("qquant", common + ["-o", dir + "/plain"])
+        let mse = try Tool.run("qquant", common + ["--clip", "mse", "-o", dir + "/mse"])
+        let single = try Tool.run("qquant", common + ["--clip", "mse", "-o", dir + "/single"], launcher: ["/usr/bin/env", "QKIT_THREADS=1"])
+        #expect(plain.status == 0 && mse.status == 0 && single.status == 0, "\(plain.stderr) \(mse.stderr) \(single.stderr)")
+        #expect(try files(dir + "/mse") == files(dir + "/single"))
+        #expect(try files(dir + "/mse")["model.safetensors"] != files(dir + "/plain")["model.safetensors"])
+        let config = try String(contentsOfFile: dir + "/mse/config.json", encoding: .utf8)
+        #expect(config.contains(":mse"), "\(config)")
+    }
+
     @Test("awq, smoothquant and qoq: one thread writes the same bytes as all cores", arguments: ["awq", "smoothquant", "qoq"])
     func threadsDoNotChangeBytes(algo: String) throws {
         let dir = Tool.temporaryDirectory()
