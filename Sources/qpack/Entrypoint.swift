@@ -146,6 +146,7 @@ struct Qpack: ParsableCommand {
             guard format == .mlc || (quantization == nil && convTemplate == nil && !ndarrayCache) else {
                 throw UsageError("--quantization, --conv-template and --ndarray-cache go with --to mlc")
             }
+            if [.nunchaku, .mlc, .gguf].contains(format) { try Packer.refuseStaticKVCache(input: input, backend: format.rawValue) }
             if format == .nunchaku {
                 guard parsedScheme == nil else { throw UsageError("--scheme does not go with --to nunchaku (it packs a qkit W4A4 checkpoint as it is)") }
                 let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
