@@ -67,4 +67,26 @@ struct KVCacheToolTests {
         let a = try Checkpoint(path: dir + "/rtn"), b = try Checkpoint(path: dir + "/smoothquant")
         #expect(Array(a.data(a["model.layers.1.self_attn.v_scale"]!)) == Array(b.data(b["model.layers.1.self_attn.v_scale"]!)))
     }
+
+    @Test("awq, smoothquant and qoq take --kv-cache too (qoq's KV4 default is replaced); gguf and mlc refuse the scales (65)", arguments: ["awq", "smoothquant", "qoq"])
+    func everyCalibratedAlgorithm(algo: String) throws {
+        let dir = Tool.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ids = try idsFile(dir)
+        let r = try Tool.run("qquant", [fixtureModel("qwen2"), "--algo", algo, "--kv-cache", "fp8", "--kv-granularity", "head", "--ids", ids,
+                                        "--samples", "4", "--seqlen", "48", "-q", "-o", dir + "/q"] + (algo == "smoothquant" ? [] : ["--group", "32"]))
+        #expect(r.status == 0, "\(r.stderr)")
+        let ck = try Checkpoint(path: dir + "/q")
+        let kv = ck.config?["quantization_config"]?["kv_cache_format"]
+        #expect(kv?["format"]?.stringValue == "fp8" && kv?["granularity"]?.stringValue == "head" && kv?["dynamic"]?.boolValue == false)
+        #expect(ck["model.layers.1.self_attn.k_scale"]?.shape == [2])
+        let e = try Tool.run("qeval", [dir + "/q", "--ids", ids, "--seqlen", "48", "--windows", "2", "-q"])
+        #expect(e.status == 0, "\(e.stderr)")
+        if algo == "qoq" {
+            for to in ["gguf", "mlc"] {
+                let p = try Tool.run("qpack", [dir + "/q", "--to", to, "-q", "-o", dir + "/" + to])
+                #expect(p.status == 65 && p.stderr.contains("KV-cache"), "\(to): \(p.status) \(p.stderr)")
+            }
+        }
+    }
 }
