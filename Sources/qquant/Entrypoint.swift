@@ -127,6 +127,9 @@ struct Qquant: ParsableCommand {
                                       ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat && !forKV), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant, qoq or svdquant), not \(algo)")
                 }
+                if forKV && !calibration.given && stats == nil {
+                    throw UsageError("--kv-cache calibrates its scales: give --data FILE (text), --ids FILE (token ids) or --stats FILE from qcalib")
+                }
             }
             var options = QuantizeOptions(recipe: try recipe())
             options.fake = fake
@@ -297,9 +300,6 @@ struct Qquant: ParsableCommand {
             guard !calibration.given else { throw UsageError("--stats replaces --data/--ids") }
             let scales = try KVCacheCalibration.scales(statistics: stats, model: model, kv: kv)
             return (scales, JSONObject([("observed", "float model (qcalib statistics file)"), ("statistics", .string(stats))]))
-        }
-        guard calibration.given else {
-            throw UsageError("--kv-cache calibrates its scales: give --data FILE (text), --ids FILE (token ids) or --stats FILE from qcalib")
         }
         var (scales, record) = try KVCacheCalibration.scales(model: model, data: try calibration.request(), kv: kv, batchTokens: batchTokens,
                                                              log: { if !quiet && verbose { logLine("qquant: " + $0) } })
