@@ -82,7 +82,12 @@ struct KVCacheToolTests {
         #expect(ck["model.layers.1.self_attn.k_scale"]?.shape == [2])
         let e = try Tool.run("qeval", [dir + "/q", "--ids", ids, "--seqlen", "48", "--windows", "2", "-q"])
         #expect(e.status == 0, "\(e.stderr)")
-        if algo == "qoq" {
+        if algo != "qoq" {   // (QoQ's progressive grid has no compressed-tensors format)
+            // Per-head scales are reshaped to [kvHeads, 1, 1] for compressed-tensors; --verify accepts the same values.
+            let ct = try Tool.run("qpack", [dir + "/q", "--to", "compressed-tensors", "-q", "-o", dir + "/ct"])
+            let verify = try Tool.run("qpack", ["--verify", dir + "/ct", "--source", dir + "/q"])
+            #expect(ct.status == 0 && verify.status == 0, "\(ct.stderr) \(verify.stderr)")
+        } else {
             for to in ["gguf", "mlc"] {
                 let p = try Tool.run("qpack", [dir + "/q", "--to", to, "-q", "-o", dir + "/" + to])
                 #expect(p.status == 65 && p.stderr.contains("KV-cache"), "\(to): \(p.status) \(p.stderr)")
