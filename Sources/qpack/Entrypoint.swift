@@ -183,6 +183,7 @@ struct Qpack: ParsableCommand {
     /// Packs the model directory or checkpoint `input` (a GGUF input arrives here already imported).
     func pack(_ input: String, to format: PackFormat, output: String, shard: Int?, scheme parsedScheme: QuantScheme?,
               log: ((String) -> Void)?) throws {
+        if [.nunchaku, .mlc, .gguf].contains(format) { try Packer.refuseStaticKVCache(input: input, backend: format.rawValue) }
         if format == .nunchaku {
             let r = try NunchakuDiffusionPacker.handles(input) ? NunchakuDiffusionPacker.run(input: input, output: output, log: log)
                 : NunchakuPacker.run(input: input, output: output, log: log)

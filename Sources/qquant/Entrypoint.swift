@@ -55,6 +55,8 @@ struct Qquant: ParsableCommand {
 
     @Option(help: "Activation bits, recorded for qeval to simulate: per-token dynamic symmetric INT, 2 to 8, with any algorithm (smoothquant and qoq: 8 by default); svdquant 4 (the default: INT4 groups of 64, or NVFP4 with --format nvfp4) or 16 (float activations).") var abits: Int?
     @Option(help: "KV-cache bits: 4 or 8 (asymmetric INT per head per token, dynamic, recorded for qeval to simulate), 16 for a float cache (qoq: 4 by default).") var kvbits: Int?
+    @Option(name: .customLong("kv-cache"), help: "Static KV cache with calibrated scales: fp8 (E4M3, s = absmax/448) or intB (symmetric, B 2 to 8, s = absmax/(2^(B-1)-1)), from --data/--ids or --stats (with any algorithm but svdquant); written as self_attn.k_scale/v_scale.") var kvCache: String?
+    @Option(name: .customLong("kv-granularity"), help: "--kv-cache scales: tensor (one per layer: vLLM's k_scale/v_scale; the default) or head (one per KV head).") var kvGranularity: String?
 
     @OptionGroup var calibration: CalibrationDataOptions
     @Option(help: "Statistics file from qcalib (- for standard input): smoothquant then needs no --data.") var stats: String?
@@ -115,10 +117,18 @@ struct Qquant: ParsableCommand {
             if rotateSeed != nil && !rotating { throw UsageError("--rotate-seed goes with --rotate") }
             if !svdquant && gptq { throw UsageError("--gptq goes with --algo svdquant (use --algo gptq)") }
             if algo.lowercased() == "none" { return try writeRotated() }
+            let staticKV = try staticKVCache()
+            if staticKV != nil && (svdquant || diffusionSVD) { throw UsageError("--kv-cache does not go with svdquant") }
+            if staticKV != nil && DiffusionTransformers.isDiffusers(path: model) { throw UsageError("--kv-cache: a diffusion transformer has no KV cache") }
             if !isCalibrated {
-                for (flag, given) in [("--data", calibration.data != nil), ("--ids", calibration.ids != nil), ("--stats", stats != nil),
-                                      ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat), ("--resume", resume)] where given {
+                // Data-free algorithms take calibration data only for static KV-cache scales.
+                let forKV = staticKV != nil
+                for (flag, given) in [("--data", calibration.data != nil && !forKV), ("--ids", calibration.ids != nil && !forKV), ("--stats", stats != nil && !forKV),
+                                      ("--act-order", actOrder), ("--static-activations", staticActivations), ("--chat", calibration.chat && !forKV), ("--resume", resume)] where given {
                     throw UsageError("\(flag) goes with a calibrated algorithm (--algo awq, gptq, smoothquant, qoq or svdquant), not \(algo)")
+                }
+                if forKV && !calibration.given && stats == nil {
+                    throw UsageError("--kv-cache calibrates its scales: give --data FILE (text), --ids FILE (token ids) or --stats FILE from qcalib")
                 }
             }
             var options = QuantizeOptions(recipe: try recipe())
@@ -158,10 +168,23 @@ struct Qquant: ParsableCommand {
             if let abits, !svdquant {   // svdquant's --abits picks its own W4A4 format
                 options.activationQuantization = ActivationQuantization(bits: abits)
             }
-            switch kvbits ?? (algo.lowercased() == "qoq" ? 4 : 16) {
-            case 16: break
-            case let b where b == 4 || b == 8: options.kvCache = KVCacheQuantization(bits: b)
-            default: throw UsageError("--kvbits: \(kvbits!) is not 4, 8 or 16 (a float cache)")
+            if let staticKV {
+                options.kvCache = staticKV
+                if !isCalibrated {
+                    // Data-free algorithms: the float model's keys and values, from the statistics file or one forward pass.
+                    let (scales, record) = try dataFreeKVScales(staticKV, model: source)
+                    options.kvCacheScales = scales
+                    options.recipe.record["kv_cache_calibration"] = .object(record)
+                } else {
+                    options.recipe.record["kv_cache_calibration"] = .object(JSONObject([("observed", .string(stats != nil
+                        ? "float model (qcalib statistics file)" : "each block as stored, after \(algo.lowercased()), on its calibration input"))]))
+                }
+            } else {
+                switch kvbits ?? (algo.lowercased() == "qoq" ? 4 : 16) {
+                case 16: break
+                case let b where b == 4 || b == 8: options.kvCache = KVCacheQuantization(bits: b)
+                default: throw UsageError("--kvbits: \(kvbits!) is not 4, 8 or 16 (a float cache)")
+                }
             }
             if isCalibrated {
                 let report = try runCalibrated(options, model: source)
@@ -247,6 +270,41 @@ struct Qquant: ParsableCommand {
         }
         return try CalibrationEngine.run(model: model, output: output, algorithm: algorithm, options: options,
                                          log: { if !quiet { logLine("qquant: " + $0) } })
+    }
+
+    /// The static KV cache `--kv-cache` and `--kv-granularity` ask for, or `nil`.
+    func staticKVCache() throws -> KVCacheQuantization? {
+        guard let kvCache else {
+            if kvGranularity != nil { throw UsageError("--kv-granularity goes with --kv-cache") }
+            return nil
+        }
+        if kvbits != nil { throw UsageError("--kv-cache (static, calibrated scales) and --kvbits (dynamic) exclude each other") }
+        let granularity: KVCacheQuantization.ScaleGranularity
+        switch (kvGranularity ?? "tensor").lowercased() {
+        case "tensor": granularity = .tensor
+        case "head": granularity = .head
+        default: throw UsageError("--kv-granularity: '\(kvGranularity!)' is not tensor or head")
+        }
+        let name = kvCache.lowercased()
+        if name == "fp8" { return .calibrated(element: .fp8, bits: 8, granularity: granularity) }
+        guard name.hasPrefix("int"), let b = Int(name.dropFirst(3)), (2...8).contains(b) else {
+            throw UsageError("--kv-cache: '\(kvCache)' is not fp8 or int2 to int8")
+        }
+        return .calibrated(element: .int, bits: b, granularity: granularity)
+    }
+
+    /// Static KV-cache scales for a data-free algorithm: from `--stats` (the float model's maxima qcalib
+    /// recorded) or one float forward pass over `--data`/`--ids`; with the record of where they came from.
+    func dataFreeKVScales(_ kv: KVCacheQuantization, model: String) throws -> ([KVCacheQuantization.StaticScales], JSONObject) {
+        if let stats {
+            guard !calibration.given else { throw UsageError("--stats replaces --data/--ids") }
+            let scales = try KVCacheCalibration.scales(statistics: stats, model: model, kv: kv)
+            return (scales, JSONObject([("observed", "float model (qcalib statistics file)"), ("statistics", .string(stats))]))
+        }
+        var (scales, record) = try KVCacheCalibration.scales(model: model, data: try calibration.request(), kv: kv, batchTokens: batchTokens,
+                                                             log: { if !quiet && verbose { logLine("qquant: " + $0) } })
+        record.members.insert(("observed", "float model"), at: 0)
+        return (scales, record)
     }
 
     /// The recipe the options describe.

@@ -71,6 +71,18 @@ extension Qquant {
             token, dynamic) and kv_cache_format (asymmetric int per head per token, dynamic), which qeval \
             simulates.
 
+            --kv-cache fp8|intB (B 2 to 8) calibrates a static KV cache instead: per layer the absolute maximum \
+            of the keys (after the q/k norms and RoPE, as the cache stores them) and of the values over the \
+            calibration tokens, over the layer (--kv-granularity tensor, vLLM's k_scale/v_scale) or each KV head \
+            (head), gives s = absmax/448 for FP8 E4M3 (llm-compressor's and vLLM's rule) or absmax/(2^(B-1)-1) \
+            for symmetric INT; written as model.layers.N.self_attn.k_scale and v_scale (F32, [1] or [kv_heads]) \
+            with a static kv_cache_format record, which qeval simulates and qpack --to compressed-tensors exports \
+            (fp8) as kv_cache_scheme. With awq, gptq, smoothquant and qoq (--data/--ids) the keys and values are \
+            measured on each block as stored, after the algorithm (quantized weights, smoothing, QoQ's \
+            SmoothAttention, which changes the keys) and on the calibration input that block received; with \
+            --stats (smoothquant, rtn, hqq) and with --data/--ids for the data-free rtn and hqq they are the float \
+            model's (one extra forward pass). Not with svdquant; excludes --kvbits.
+
             svdquant (W4A4: int4 symmetric g64, or --format nvfp4; --abits 4, or 16 for float activations): \
             per block one full-precision forward gathers max|x| per channel and --loss-tokens subsampled \
             token rows of every linear input; q/k/v, o_proj, gate/up and down_proj are decomposed (q/k/v and \
@@ -153,6 +165,8 @@ extension Qquant {
               qquant model/ --algo none --rotate -o model-rotated/
               qquant model/ --algo qoq --data howto.txt --samples 32 --sampling first -o model-w4a8kv4/
               qquant model/ --group 128 --rule '_proj=int4:g128:prog' --abits 8 --kvbits 4 -o model-rtn-w4a8kv4/
+              qquant model/ --algo gptq --group 64 --data howto.txt --kv-cache fp8 -o model-gptq-fp8kv/ && qpack model-gptq-fp8kv/ --to compressed-tensors -o ct/
+              qquant model/ --group 64 --kv-cache int8 --kv-granularity head --stats stats.safetensors -o model-rtn-kv8/
               qquant model/ --algo svdquant --data howto.txt --samples 32 --sampling first -o model-svdq/
               qquant model/ --algo svdquant --format nvfp4 --gptq --data howto.txt -o model-svdq-fp4/
               qquant FLUX.1-dev/ --algo svdquant -o flux-svdq/ && qpack flux-svdq/ --to nunchaku -o flux-nunchaku/

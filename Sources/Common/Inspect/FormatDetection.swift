@@ -258,6 +258,8 @@ public enum FormatDetector {
         let gs = Set(quantized.compactMap(\.groupSize))
         if !gs.isEmpty { settings.append(("group size", gs.sorted().map(String.init).joined(separator: ","))) }
         settings.append(("quantized weights", "\(quantized.count) of \(groups.filter { $0.scheme != .float || isLinearWeight($0.prefix) }.count) linear weights"))
+        // qkit's kv_cache_format or compressed-tensors' kv_cache_scheme.
+        if let kv = KVCacheQuantization.recorded(in: ck.config) { settings.append(("kv cache", kv.summary)) }
         if schemes.contains(.qkit), case .object(let modules)? = qc?["modules"] {
             // qkit stores codes unpacked (a byte each): report the schemes and their packed bits per weight too.
             var counts: [String: Int] = [:]

@@ -8,7 +8,8 @@ public final class DecoderModel: @unchecked Sendable {
     private let finalNormWeight: FloatBuffer
     /// The run-time quantization of the linears' inputs the checkpoint asks for (W8A8), applied to every block.
     public let activationQuantization: ActivationQuantization?
-    /// The KV-cache quantization the checkpoint records (`kv_cache_format`), applied to every block.
+    /// The KV-cache quantization the checkpoint records (`kv_cache_format`, or compressed-tensors'
+    /// `kv_cache_scheme`), applied to every block.
     public let kvCacheQuantization: KVCacheQuantization?
     /// Whether the activation scales are static, one per linear input, read from each block's `P.input_scale`.
     public let staticActivationScales: Bool
@@ -117,13 +118,8 @@ public final class DecoderModel: @unchecked Sendable {
     }
 
     /// The KV-cache quantization `config.json` records: qkit's `kv_cache_format` (also in a fake-quantized
-    /// model's recipe).
-    static func kvCacheQuantization(_ config: JSONValue) -> KVCacheQuantization? {
-        for key in ["quantization_config", QKitConfig.fakeKey] {
-            if let k = KVCacheQuantization(json: config[key]?["kv_cache_format"]) { return k }
-        }
-        return nil
-    }
+    /// model's recipe) or compressed-tensors' `kv_cache_scheme`.
+    static func kvCacheQuantization(_ config: JSONValue) -> KVCacheQuantization? { KVCacheQuantization.recorded(in: config) }
 
     /// The activation quantization `config.json` records: qkit's `activation_format` (also in a fake-quantized
     /// model's recipe), or compressed-tensors' integer `input_activations` (per token, or static per tensor from

@@ -185,3 +185,78 @@ public struct KVCacheQuantization: Sendable, Equatable {
         return k
     }
 }
+
+// MARK: - Static scales from calibration
+
+extension KVCacheQuantization {
+    /// A static record whose scales are calibrated per layer (`qquant --kv-cache`): symmetric INT of `bits`
+    /// (2 to 8) or FP8 E4M3 (`bits` 8), one scale per layer (`.tensor`) or per KV head (`.head`).
+    public static func calibrated(element: Element, bits: Int, granularity: ScaleGranularity) -> KVCacheQuantization {
+        var k = KVCacheQuantization(element: element, bits: bits, granularity: granularity, scales: nil)
+        k.isStaticRecord = true
+        return k
+    }
+
+    /// Whether the scales are static (calibrated, read per layer from `self_attn.k_scale`/`v_scale`).
+    public var isStatic: Bool { !isDynamic }
+
+    /// The largest code magnitude of a static cache: 448 for FP8 E4M3, `2^(b−1) − 1` for INT.
+    public var maximumCode: Float { element == .fp8 ? 448 : Float((1 << (bits - 1)) - 1) }
+
+    /// The static scales of one layer from the per-channel absolute maxima of its keys (after RoPE) and values
+    /// (`kvDim` each, head `h` at channels `h·headDim ..< (h+1)·headDim`): `s = absmax / maximumCode` over the
+    /// layer (`.tensor`) or over each head (`.head`), as llm-compressor and vLLM compute them (`absmax/448`
+    /// for FP8). A head that was always zero gets scale 1 (it stores zeros exactly whatever the scale).
+    public func scales(keyAbsmax: [Float], valueAbsmax: [Float], headDim: Int) -> StaticScales {
+        func reduce(_ m: [Float]) -> [Float] {
+            let heads = granularity == .tensor ? [0..<m.count]
+                : stride(from: 0, to: m.count, by: headDim).map { $0..<min(m.count, $0 + headDim) }
+            return heads.map { r in
+                let a = m[r].max() ?? 0
+                return a > 0 && a.isFinite ? a / maximumCode : 1
+            }
+        }
+        return StaticScales(key: reduce(keyAbsmax), value: reduce(valueAbsmax))
+    }
+
+    /// The names of layer `layer`'s static scale tensors (F32, `[1]` or `[kvHeads]`; vLLM's names).
+    public static func scaleTensorNames(layer: Int) -> (key: String, value: String) {
+        let p = "model.layers.\(layer).self_attn."
+        return (p + "k_scale", p + "v_scale")
+    }
+
+    /// A short description for tables: `fp8 static per tensor`, `int4 dynamic per head per token`.
+    public var summary: String {
+        let name = element == .fp8 ? "fp8" : "int\(bits)"
+        if isDynamic { return name + " asym dynamic per head per token" }
+        return name + " static per " + (granularity == .tensor ? "tensor" : "head") + " (self_attn.k_scale, v_scale)"
+    }
+
+    /// The KV-cache quantization a `config.json` records: qkit's `kv_cache_format` (in `quantization_config` or
+    /// a fake-quantized model's recipe), or compressed-tensors' `kv_cache_scheme` (static, symmetric, `tensor`
+    /// or `attn_head`; the scales are the per-layer `self_attn.k_scale`/`v_scale`); `nil` when there is none.
+    public static func recorded(in config: JSONValue?) -> KVCacheQuantization? {
+        for key in ["quantization_config", QKitConfig.fakeKey] {
+            if let k = KVCacheQuantization(json: config?[key]?["kv_cache_format"]) { return k }
+        }
+        return KVCacheQuantization(compressedTensors: config?["quantization_config"]?["kv_cache_scheme"])
+    }
+
+    /// Reads compressed-tensors' `kv_cache_scheme` (QuantizationArgs): 8-bit float or 2-8-bit int, symmetric,
+    /// static, strategy `tensor` or `attn_head`; `nil` for null or anything else.
+    public init?(compressedTensors json: JSONValue?) {
+        guard let o = json?.objectValue, let bits = o["num_bits"]?.intValue, let type = o["type"]?.stringValue,
+              o["symmetric"]?.boolValue ?? true, o["dynamic"]?.boolValue == false else { return nil }
+        let granularity: ScaleGranularity
+        switch o["strategy"]?.stringValue ?? "tensor" {
+        case "tensor": granularity = .tensor
+        case "attn_head": granularity = .head
+        default: return nil
+        }
+        switch type {
+        case "float" where bits == 8: self = .calibrated(element: .fp8, bits: 8, granularity: granularity)
+        case "int" where (2...8).contains(bits): self = .calibrated(element: .int, bits: bits, granularity: granularity)
+        default: return nil
+        }
+    }
+}

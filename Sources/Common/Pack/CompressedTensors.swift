@@ -207,6 +207,22 @@ public struct CompressedTensorsLayout: PackLayout {
         ]))
     }
 
+    /// A static FP8 KV cache as llm-compressor writes it: `kv_cache_scheme` QuantizationArgs (8-bit float,
+    /// symmetric, static, strategy `tensor` or `attn_head`) and per layer `self_attn.k_scale`/`v_scale` of shape
+    /// `[1]` or `[kvHeads, 1, 1]` (compressed-tensors' `initialize_qparams`), kept in F32 (vLLM holds them in
+    /// F32). vLLM's compressed-tensors KV cache is FP8 only: INT scales are refused.
+    public func kvCacheScheme(_ kv: KVCacheQuantization, source: String) throws -> (scheme: JSONValue, scaleShape: @Sendable (Int) -> [Int]) {
+        guard kv.element == .fp8 else {
+            throw PackError.unsupported(path: source, backend: name, what: "static int\(kv.bits) KV-cache scales (vLLM's compressed-tensors KV cache is fp8 only: qquant --kv-cache fp8)")
+        }
+        let head = kv.granularity == .head
+        let scheme: JSONValue = .object(JSONObject([
+            ("num_bits", 8), ("type", "float"), ("symmetric", true), ("group_size", .null), ("strategy", .string(head ? "attn_head" : "tensor")),
+            ("block_structure", .null), ("dynamic", false), ("actorder", .null), ("observer", "minmax"), ("observer_kwargs", .object(JSONObject())),
+        ]))
+        return (scheme, { head ? [$0, 1, 1] : [$0] })
+    }
+
     /// llm-compressor's `quantization_config`: one config group per distinct scheme (targets `Linear` when
     /// there is one, else the module names), unquantized linears in `ignore`.
     public func quantizationConfig(_ plans: [LinearPlan], floatLinears: [String], config: JSONValue?) -> JSONValue {

@@ -26,6 +26,10 @@ public protocol PackLayout: Sendable {
     func addedTensors(_ checkpoint: Checkpoint) -> [(name: String, copyOf: String)]
     /// Edits of `config.json` beyond `quantization_config` (e.g. `tie_word_embeddings`).
     func adjust(_ config: inout JSONObject, checkpoint: Checkpoint)
+    /// Where a static KV cache (`kv`, scales in `self_attn.k_scale`/`v_scale`) goes: the `kv_cache_scheme` of
+    /// `quantization_config` and the shape of each scale tensor from its element count. Throws
+    /// `PackError.unsupported` when the layout has no place for it (the default).
+    func kvCacheScheme(_ kv: KVCacheQuantization, source: String) throws -> (scheme: JSONValue, scaleShape: @Sendable (Int) -> [Int])
 }
 
 extension PackLayout {
@@ -33,6 +37,9 @@ extension PackLayout {
     public func keepingScales(_ dtype: DType) -> any PackLayout { self }
     public func addedTensors(_ checkpoint: Checkpoint) -> [(name: String, copyOf: String)] { [] }
     public func adjust(_ config: inout JSONObject, checkpoint: Checkpoint) {}
+    public func kvCacheScheme(_ kv: KVCacheQuantization, source: String) throws -> (scheme: JSONValue, scaleShape: @Sendable (Int) -> [Int]) {
+        throw Packer.noPlaceForKVCache(kv, source: source, backend: name)
+    }
 }
 
 /// Options of `qpack IN --to FORMAT`.
@@ -84,6 +91,10 @@ public enum Packer {
         }
         if source.packed != nil, let p = source.linears.first { layout = layout.keepingScales(source.scaleDType(of: p.prefix)) }
         try layout.check(source.linears, source: input)
+        // A static KV cache (qquant --kv-cache, or a compressed-tensors kv_cache_scheme): its per-layer scales go
+        // where the layout takes them, or the pack is refused.
+        let kv = KVCacheQuantization.recorded(in: ck.config).flatMap { $0.isStatic ? $0 : nil }
+        let kvCache = try kv.map { try layout.kvCacheScheme($0, source: input) }
 
         // Plan: packed tensors take the place of each linear's first tensor; everything else is copied.
         let plans = Dictionary(uniqueKeysWithValues: source.linears.map { ($0.prefix, $0) })
@@ -99,7 +110,8 @@ public enum Packer {
             } else {
                 guard case .dtype(let d) = t.encoding else { continue }
                 items.append(.copy(t))
-                specs.append(TensorSpec(name: t.name, dtype: d, shape: t.shape))
+                let isKVScale = t.name.hasSuffix(".self_attn.k_scale") || t.name.hasSuffix(".self_attn.v_scale")
+                specs.append(TensorSpec(name: t.name, dtype: d, shape: isKVScale ? kvCache?.scaleShape(t.elementCount) ?? t.shape : t.shape))
             }
         }
         for (name, original) in layout.addedTensors(ck) where ck[name] == nil {
@@ -138,6 +150,10 @@ public enum Packer {
         var config = ck.config?.objectValue ?? JSONObject()
         config.members.removeAll { $0.key == QKitConfig.fakeKey }
         config["quantization_config"] = layout.quantizationConfig(source.linears, floatLinears: floatLinears, config: ck.config)
+        if let kvCache, var q = config["quantization_config"]?.objectValue {
+            q["kv_cache_scheme"] = kvCache.scheme
+            config["quantization_config"] = .object(q)
+        }
         layout.adjust(&config, checkpoint: ck)
         try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
         if let dir = ck.directory {
@@ -153,6 +169,18 @@ public enum Packer {
         try out.commit()
         report.seconds = monotonicSeconds() - start
         return report
+    }
+
+    /// The refusal of a static KV cache by a layout that has no place for its scales.
+    public static func noPlaceForKVCache(_ kv: KVCacheQuantization, source: String, backend: String) -> PackError {
+        .unsupported(path: source, backend: backend, what: "static KV-cache scales (\(kv.summary)): vLLM loads self_attn.k_scale/v_scale only "
+                     + "with compressed-tensors (kv_cache_scheme) or fp8 checkpoints; pack --to compressed-tensors, or quantize without --kv-cache")
+    }
+
+    /// Refuses `input` when it records a static KV cache (writers without a place for its scales: mlc, gguf, nunchaku).
+    public static func refuseStaticKVCache(input: String, backend: String) throws {
+        guard let ck = try? Checkpoint(path: input), let kv = KVCacheQuantization.recorded(in: ck.config), kv.isStatic else { return }
+        throw noPlaceForKVCache(kv, source: input, backend: backend)
     }
 
     /// The layout named `name` (`vllm-awq`, `vllm-gptq`, `compressed-tensors`), with its options.

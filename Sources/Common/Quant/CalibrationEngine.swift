@@ -119,10 +119,16 @@ public enum CalibrationEngine {
         }
 
         let total = c.layerCount
+        let staticKV = options.quantize.kvCache.flatMap { $0.isStatic ? $0 : nil }
         for layer in done..<total {
             let t0 = monotonicSeconds()
             let block = try model.loadBlock(layer)
+            // Static KV-cache scales: measured after the algorithm, on the block as stored, from its input.
+            let kvInput = staticKV != nil ? activations.copyHidden() : nil
             let quantized = try algorithm.process(block, plan: plans[layer], activations: activations, log: log)
+            if let kvInput, let staticKV {
+                KVCacheCalibration.measure(block, quantized: quantized, input: kvInput, activations: activations, kv: staticKV)
+            }
             try progress.writeBlock(layer, block: block, quantized: quantized, checkpoint: ck, options: options.quantize)
             try progress.saveHidden(block: layer + 1, activations.hidden)
             try progress.commit(key: key, blocks: layer + 1)
@@ -182,6 +188,7 @@ public enum CalibrationEngine {
         let r = options.quantize.recipe
         text += "\(r.defaultScheme) \(r.rules.map(\.description)) \(r.skips.map(\.pattern)) fake=\(options.quantize.fake) \(String(describing: options.quantize.fakeDType))\n"
         text += "\(options.batchTokens) \(XXH64.hex(data.sequencesHash))\n"
+        if let kv = options.quantize.kvCache { text += "kv " + kv.json.serialized() + "\n" }
         return Array(text.utf8).withUnsafeBytes { XXH64.hash($0) }
     }
 
@@ -215,6 +222,15 @@ public enum CalibrationEngine {
                     guard case .dtype(let d) = o.encoding else { continue }
                     specs.append(TensorSpec(name: o.name, dtype: d, shape: o.shape))
                     origins.append(.block(file, o))
+                }
+                // The block's static KV-cache scales (no source tensor of that name) follow its v_proj.
+                if t.name == BlockWeights.prefix(b) + "self_attn.v_proj.weight" {
+                    let names = KVCacheQuantization.scaleTensorNames(layer: b)
+                    for name in [names.key, names.value] where !sourceNames.contains(name) {
+                        guard let o = file[name], case .dtype(let d) = o.encoding else { continue }
+                        specs.append(TensorSpec(name: o.name, dtype: d, shape: o.shape))
+                        origins.append(.block(file, o))
+                    }
                 }
                 let short = String(t.name.split(separator: ".").dropLast().last ?? "")
                 if t.name.hasSuffix(".weight"), let s = plans[b][short] {
@@ -389,6 +405,13 @@ final class ProgressDirectory {
                let scale = block.activationQuantization?.staticScales[input] {
                 specs.append(TensorSpec(name: String(t.name.dropLast(".weight".count)) + ".input_scale", dtype: .f32, shape: [1]))
                 payloads.append { withUnsafeBytes(of: scale.bitPattern.littleEndian) { Array($0) } }
+            }
+        }
+        // Static KV-cache scales: `self_attn.k_scale`, `v_scale` F32 [1] or [kvHeads].
+        if let kv = block.kvCacheQuantization, kv.isStatic, let s = kv.scales {
+            for (spec, bytes) in KVCacheCalibration.tensors(layer: layer, scales: s) {
+                specs.append(spec)
+                payloads.append { bytes }
             }
         }
         let writer = try SafetensorsWriter(path: blockPath(layer), tensors: specs, durable: false)

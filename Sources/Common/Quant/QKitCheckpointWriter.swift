@@ -52,6 +52,9 @@ public struct QuantizeOptions: Sendable {
     public var activationQuantization: ActivationQuantization?
     /// KV-cache quantization to record (`kv_cache_format`), or `nil`.
     public var kvCache: KVCacheQuantization?
+    /// Static KV-cache scales of every layer, written as `self_attn.k_scale`/`v_scale` by the streaming
+    /// quantizer (data-free algorithms; the calibration engine measures its own), or `nil`.
+    public var kvCacheScales: [KVCacheQuantization.StaticScales]?
     public init(recipe: QuantRecipe) { self.recipe = recipe }
 }
 
@@ -128,15 +131,15 @@ public enum QKitQuantizer {
             try scheme.check(tensor: t.name, k: k)
             items.append(Item(tensor: t, scheme: scheme, outputs: outputSpecs(name: t.name, dtype: d, shape: t.shape, scheme: scheme, options: options)))
         }
-        let taken = Set(items.flatMap { $0.outputs.map(\.name) })
-        if taken.count != items.reduce(0, { $0 + $1.outputs.count }) {
-            let names = items.flatMap { $0.outputs.map(\.name) }
+        let kvTensors = (options.kvCacheScales ?? []).enumerated().flatMap { KVCacheCalibration.tensors(layer: $0.offset, scales: $0.element) }
+        let names = items.flatMap { $0.outputs.map(\.name) } + kvTensors.map(\.0.name)
+        if Set(names).count != names.count {
             let dup = Dictionary(grouping: names, by: { $0 }).first { $0.value.count > 1 }!.key
             throw QuantizeError.nameClash(path: model, tensor: dup)
         }
 
         let out = try OutputDirectory(path: output)
-        let specs = items.flatMap(\.outputs)
+        let specs = items.flatMap(\.outputs) + kvTensors.map(\.0)
         let writer = try ShardedSafetensorsWriter(directory: out.stagingPath, tensors: specs, metadata: [("format", "pt")],
                                                   maxShardSize: options.maxShardSize)
         var report = QuantizeReport()
@@ -158,6 +161,7 @@ public enum QKitQuantizer {
             report.bytesRead += t.byteCount
             progress?(done, total)
         }
+        for (_, bytes) in kvTensors { try bytes.withUnsafeBytes { try writer.write($0) } }
         try writer.finish()
         report.bytesWritten = specs.reduce(0) { $0 + ($1.byteCount ?? 0) }
 

@@ -95,8 +95,8 @@ public enum StatisticsFile {
     }
 }
 
-/// Algorithms that need only the statistics file (SmoothQuant: per-channel input maxima): no calibration
-/// forward pass, one block of weights at a time.
+/// Algorithms that need only the statistics file (SmoothQuant: per-channel input maxima; static KV-cache
+/// scales from the key and value maxima): no calibration forward pass, one block of weights at a time.
 public enum StatisticsQuantizer {
     public static func run(model path: String, statistics: String, output: String, algorithm: SmoothQuant, options: QuantizeOptions,
                            log: (String) -> Void = { _ in }) throws -> CalibrationEngine.Report {
@@ -116,8 +116,12 @@ public enum StatisticsQuantizer {
         try progress.reset(key: "statistics")
         var report = CalibrationEngine.Report()
         report.blocks = c.layerCount
+        // Static KV-cache scales from the float model's key and value maxima the file holds.
+        let staticKV = options.kvCache.flatMap { $0.isStatic ? $0 : nil }
+        let kvScales = try staticKV.map { try KVCacheCalibration.scales(statistics: stats, config: c, kv: $0) }
         for layer in 0..<c.layerCount {
             let block = try model.loadBlock(layer)
+            if let staticKV, let kvScales { block.kvCacheQuantization = staticKV.with(scales: kvScales[layer]) }
             let p = BlockWeights.prefix(layer)
             let attention = try StatisticsFile.vector(stats, p + "self_attn.q_proj.input.absmax", count: c.hiddenSize)
             let mlp = try StatisticsFile.vector(stats, p + "mlp.gate_proj.input.absmax", count: c.hiddenSize)
