@@ -32,9 +32,12 @@ let package = Package(
         .systemLibrary(name: "CJSONC", pkgConfig: "json-c", providers: [.apt(["libjson-c-dev"])]),
         // Common links no C library yet: a tool that does not need BLAS should not pay OpenBLAS's thread-pool
         // start-up (~4 ms of a 11 ms qinspect listing). The forward pass (issue 3) adds COpenBLAS where it is used.
+        // Streaming-store conversions for buffers larger than the caches (Swift cannot emit non-temporal stores):
+        // C compiled from source with Common, not a system library, so it costs no start-up.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-mavx2", "-mf16c", "-O3"])]),
         .target(
             name: "Common",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fastMath),
         .executableTarget(name: "qinspect", dependencies: ["Common"], linkerSettings: staticRuntime),
         .executableTarget(name: "qcalib", dependencies: ["Common"], linkerSettings: staticRuntime),

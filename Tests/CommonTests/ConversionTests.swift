@@ -265,3 +265,29 @@ private func bytes(_ words: [UInt16]) -> [UInt8] { words.flatMap { [UInt8($0 & 0
         #expect(mismatches == 0, "\(dtype): \(mismatches) mismatches of \(fx.inputs.count)")
     }
 }
+
+/// Buffers of `Conversion.streamingElements` and more decode with streaming stores (`CKernels`): every one of
+/// the 2^16 patterns, repeated, lands as the plain path decodes it, at an unaligned destination (the kernel's
+/// scalar head), with a tail of fewer than 16, and nothing past the end is written.
+@Suite struct ConversionStreamingTests {
+    @Test(arguments: [DType.bf16, .f16])
+    func largeBuffersDecodeLikeSmallOnes(_ dtype: DType) {
+        let n = Conversion.streamingElements + 37
+        var bits = [UInt16](repeating: 0, count: n)
+        for i in 0..<n { bits[i] = UInt16(truncatingIfNeeded: i &* 40503) }   // every pattern, shuffled
+        var reference = [Float](repeating: 0, count: 65_536)
+        let patterns = (0..<65_536).map { UInt16($0) }
+        patterns.withUnsafeBytes { s in reference.withUnsafeMutableBufferPointer { Conversion.decode(dtype, s, into: $0) } }
+        #expect(65_536 < Conversion.streamingElements)
+        var out = [Float](repeating: -7, count: n + 2)
+        bits.withUnsafeBytes { s in
+            out.withUnsafeMutableBufferPointer { o in
+                Conversion.decode(dtype, s, into: UnsafeMutableBufferPointer(start: o.baseAddress! + 1, count: n))
+            }
+        }
+        var mismatches = 0
+        for i in 0..<n where !same(out[i + 1], reference[Int(bits[i])]) { mismatches += 1 }
+        #expect(mismatches == 0, "\(dtype): \(mismatches) of \(n) differ from the plain decode")
+        #expect(out[0] == -7 && out[n + 1] == -7)
+    }
+}
