@@ -126,12 +126,7 @@ public enum MLCPacker {
         try writer.finish()
         let recipe = try QuantRecipe(defaultScheme: preset.qkitScheme)
         try writeSmallFile(out.stagedPath("config.json"), try QKitConfig.outputConfig(source.config, recipe: recipe, items: items, fake: false).serialized(indent: 2) + "\n")
-        if let dir = ck.directory {
-            for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
-                guard !isDirectory(dir + "/" + name), !name.hasPrefix(".") else { continue }
-                try QKitQuantizer.copyFile(dir + "/" + name, to: out.stagedPath(name))
-            }
-        }
+        if let dir = ck.directory { try QKitQuantizer.copyModelFiles(from: dir, to: out) }
         try out.commit()
     }
 

@@ -135,12 +135,7 @@ public enum NunchakuPacker {
         q["linear_shapes"] = .object(JSONObject(plans.map { ($0.plan.prefix, JSONValue.array([.int($0.plan.n), .int($0.plan.k), .int($0.rank)])) }))
         config["quantization_config"] = .object(q)
         try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
-        if let dir = ck.directory {
-            for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
-                guard !isDirectory(dir + "/" + name), !name.hasPrefix(".") else { continue }
-                try QKitQuantizer.copyFile(dir + "/" + name, to: out.stagedPath(name))
-            }
-        }
+        if let dir = ck.directory { try QKitQuantizer.copyModelFiles(from: dir, to: out) }
         report.files = listDirectory(out.stagingPath)
         try out.commit()
         report.seconds = monotonicSeconds() - start
@@ -154,31 +149,38 @@ public enum NunchakuPacker {
             + "\"activation\": {\"dtype\": \(dt), \"scale_dtype\": \(nvfp4 ? "\"fp8_e4m3_nan\"" : "null"), \"group_size\": \(g)}, \"rank\": \(rank)}"
     }
 
-    /// The bytes of one linear's tensors, in `Plan.outputs` order.
-    static func pack(_ p: Plan, _ q: QuantizedLinear, ck: Checkpoint, dtype: DType) throws -> [[UInt8]] {
-        let (n, k, np, kp, rp) = (p.plan.n, p.plan.k, p.np, p.kp, p.rp)
-        let prefix = p.plan.prefix
-        // qweight: INT4 codes as signed nibbles (canonical u − 8), NVFP4 E2M1 codes as they are; padding 0.
+    /// qweight, wscales (and NVFP4's wtscale) of one linear: INT4 codes as signed nibbles (canonical u − 8),
+    /// NVFP4 E2M1 codes as they are, padding 0; scales (padding 1) permuted per 128-channel tile.
+    static func weightTensors(_ p: Plan, codes: [UInt8], scales realScales: [Float], realGroups: Int, globalScale: Float,
+                              dtype: DType) -> [[UInt8]] {
+        let (n, k, np, kp) = (p.plan.n, p.plan.k, p.np, p.kp)
         var qweight = [UInt8](repeating: 0, count: np * kp / 2)
         for r in 0..<n {
             for c in 0..<k {
-                let code = q.codes[r * k + c]
+                let code = codes[r * k + c]
                 let nibble = p.nvfp4 ? code & 0xF : UInt8(truncatingIfNeeded: Int(code) - 8) & 0xF
                 let (byte, high) = NunchakuLayout.weightByte(n: r, k: c, kp: kp)
                 qweight[byte] |= high ? nibble << 4 : nibble
             }
         }
-        // Scales (padding 1), permuted per 128-channel tile.
-        let groups = p.groups, realGroups = q.groups
+        let groups = p.groups
         var scales = [Float](repeating: 1, count: groups * np)
         for r in 0..<n {
             for g in 0..<realGroups {
-                let s = q.scales[r * realGroups + g]
-                scales[p.nvfp4 ? NunchakuLayout.microScaleIndex(n: r, group: g, groups: groups) : NunchakuLayout.scaleIndex(n: r, group: g, groups: groups)] = s
+                let i = p.nvfp4 ? NunchakuLayout.microScaleIndex(n: r, group: g, groups: groups) : NunchakuLayout.scaleIndex(n: r, group: g, groups: groups)
+                scales[i] = realScales[r * realGroups + g]
             }
         }
-        var out: [[UInt8]] = [qweight, encode(scales, p.nvfp4 ? .f8E4M3 : dtype)]
-        if p.nvfp4 { out.append(encode([1 / q.globalScale], .f32)) }
+        var out = [qweight, encode(scales, p.nvfp4 ? .f8E4M3 : dtype)]
+        if p.nvfp4 { out.append(encode([1 / globalScale], .f32)) }
+        return out
+    }
+
+    /// The bytes of one linear's tensors, in `Plan.outputs` order.
+    static func pack(_ p: Plan, _ q: QuantizedLinear, ck: Checkpoint, dtype: DType) throws -> [[UInt8]] {
+        let (n, k, np, kp, rp) = (p.plan.n, p.plan.k, p.np, p.kp, p.rp)
+        let prefix = p.plan.prefix
+        var out = weightTensors(p, codes: q.codes, scales: q.scales, realGroups: q.groups, globalScale: q.globalScale, dtype: dtype)
         // Bias and smooth: channel vectors in pack_scale's order, padding 1.
         func channelVector(_ values: [Float]?, count: Int, padded: Int, fill: Float) -> [Float] {
             var v = [Float](repeating: 1, count: padded)

@@ -266,30 +266,12 @@ extension NunchakuDiffusionPacker {
         let p = NunchakuPacker.Plan(plan: LinearPlan(prefix: name, scheme: a.scheme, n: a.n, k: a.k, groups: a.k / g, scaleRows: a.n,
                                                      hasGroupIndex: false, unsupportedParts: []), rank: a.rank)
         let (n, k, kp, rp, np) = (a.n, a.k, p.kp, p.rp, p.np)
-        var qweight = [UInt8](repeating: 0, count: np * kp / 2)
-        for r in 0..<n {
-            for c in 0..<k {
-                let code = a.codes[r * k + c]
-                let nibble = p.nvfp4 ? code & 0xF : UInt8(truncatingIfNeeded: Int(code) - 8) & 0xF
-                let (byte, high) = NunchakuLayout.weightByte(n: r, k: c, kp: kp)
-                qweight[byte] |= high ? nibble << 4 : nibble
-            }
-        }
-        let groups = p.groups, realGroups = k / g
-        var scales = [Float](repeating: 1, count: groups * np)
-        for r in 0..<n {
-            for j in 0..<realGroups {
-                let i = p.nvfp4 ? NunchakuLayout.microScaleIndex(n: r, group: j, groups: groups) : NunchakuLayout.scaleIndex(n: r, group: j, groups: groups)
-                scales[i] = a.scales[r * realGroups + j]
-            }
-        }
         func channels(_ v: [Float], padded: Int) -> [Float] {
             var o = [Float](repeating: 1, count: padded)
             for i in 0..<v.count { o[(i / 128) * 128 + NunchakuLayout.scalePosition(i % 128)] = v[i] }
             return o
         }
-        var bytes: [[UInt8]] = [qweight, NunchakuPacker.encode(scales, p.nvfp4 ? .f8E4M3 : dtype)]
-        if p.nvfp4 { bytes.append(NunchakuPacker.encode([1 / a.globalScale], .f32)) }
+        var bytes = NunchakuPacker.weightTensors(p, codes: a.codes, scales: a.scales, realGroups: k / g, globalScale: a.globalScale, dtype: dtype)
         var bias = channels(a.bias, padded: np)
         for i in n..<np { bias[(i / 128) * 128 + NunchakuLayout.scalePosition(i % 128)] = 0 }
         bytes.append(NunchakuPacker.encode(bias, dtype))

@@ -158,12 +158,7 @@ public enum Packer {
         try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
         if let dir = ck.directory {
             // Other files are copied; a packed source's own quantization config files are not (they describe its layout).
-            let skipped: Set<String> = ["config.json", "quantize_config.json", "quant_config.json"]
-            for name in listDirectory(dir) where !skipped.contains(name) && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
-                let src = dir + "/" + name
-                guard !isDirectory(src), !name.hasPrefix(".") else { continue }
-                try QKitQuantizer.copyFile(src, to: out.stagedPath(name))
-            }
+            try QKitQuantizer.copyModelFiles(from: dir, to: out, skipping: ["quantize_config.json", "quant_config.json"])
         }
         report.files = listDirectory(out.stagingPath)
         try out.commit()

@@ -217,12 +217,7 @@ public enum DiffusionQuantizer {
         for (k, v) in extra { qc[k] = v }
         config[key] = .object(qc)
         try writeSmallFile(out.stagedPath("config.json"), JSONValue.object(config).serialized(indent: 2) + "\n")
-        let dir = ck.directory!
-        for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && !name.hasSuffix(".safetensors.index.json") {
-            let src = dir + "/" + name
-            guard !isDirectory(src), !name.hasPrefix(".") else { continue }
-            try QKitQuantizer.copyFile(src, to: out.stagedPath(name))
-        }
+        try QKitQuantizer.copyModelFiles(from: ck.directory!, to: out)
         report.files = listDirectory(out.stagingPath)
         try out.commit()
         report.seconds = monotonicSeconds() - start

@@ -127,7 +127,7 @@ public enum QKitQuantizer {
             guard case .dtype(let d) = t.encoding, d.isFloatingPoint else {
                 throw QuantizeError.notFloat(path: model, tensor: t.name, encoding: t.encoding.description)
             }
-            let (n, k) = (t.shape[0], t.shape[1])
+            let k = t.shape[1]
             try scheme.check(tensor: t.name, k: k)
             items.append(Item(tensor: t, scheme: scheme, outputs: outputSpecs(name: t.name, dtype: d, shape: t.shape, scheme: scheme, options: options)))
         }
@@ -193,9 +193,11 @@ public enum QKitQuantizer {
     }
 
     /// Copies every other file of the model directory (tokenizer, generation config…) into the staged output:
-    /// all but config.json, the safetensors files and their index, directories and hidden files.
-    static func copyModelFiles(from dir: String, to out: OutputDirectory) throws {
-        for name in listDirectory(dir) where name != "config.json" && !name.hasSuffix(".safetensors") && name != "model.safetensors.index.json" {
+    /// all but config.json (and the names in `skipping`), the safetensors files and their indexes, directories
+    /// and hidden files.
+    static func copyModelFiles(from dir: String, to out: OutputDirectory, skipping: Set<String> = []) throws {
+        for name in listDirectory(dir) where name != "config.json" && !skipping.contains(name) && !name.hasSuffix(".safetensors")
+            && !name.hasSuffix(".safetensors.index.json") {
             let src = dir + "/" + name
             guard !isDirectory(src), !name.hasPrefix(".") else { continue }
             try copyFile(src, to: out.stagedPath(name))
@@ -249,12 +251,7 @@ public enum QKitQuantizer {
             // The per-row level-0 scale needs the whole row first: the tensor is held as f32 and quantized at once.
             let w = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
             defer { w.deallocate() }
-            nonisolated(unsafe) let wp = w
-            parallelFor((n + 63) / 64) { task in
-                let rows = (task * 64)..<min(n, (task + 1) * 64)
-                Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)]),
-                                  into: UnsafeMutableBufferPointer(start: wp + rows.lowerBound * k, count: rows.count * k))
-            }
+            decodeWhole(data, source: source, rows: n, columns: k, into: w)
             file.release(t.fileRange)
             let q = QuantizedWeight.quantize(w, rows: n, columns: k, scheme: scheme)
             if options.fake {
@@ -318,12 +315,7 @@ public enum QKitQuantizer {
             let w = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
             let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: n * k)
             defer { w.deallocate(); codes.deallocate() }
-            nonisolated(unsafe) let wp = w
-            parallelFor((n + 63) / 64) { task in
-                let rows = (task * 64)..<min(n, (task + 1) * 64)
-                Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)]),
-                                  into: UnsafeMutableBufferPointer(start: wp + rows.lowerBound * k, count: rows.count * k))
-            }
+            decodeWhole(data, source: source, rows: n, columns: k, into: w)
             file.release(t.fileRange)
             try parameters.withUnsafeMutableBufferPointer { p in
                 HQQ.quantize(w, n: n, k: k, groupLength: groupLength, bits: scheme.bits, settings: options.hqq,
@@ -392,6 +384,18 @@ public enum QKitQuantizer {
 
     /// Minimum, maximum and absolute maximum of a whole tensor (parallel over row blocks; max and min do
     /// not depend on the order).
+    /// Decodes a whole `[rows, columns]` tensor of `source` into `w` as f32, 64 rows per parallel task (the
+    /// algorithms that need the whole tensor at once: progressive grids, HQQ).
+    static func decodeWhole(_ data: UnsafeRawBufferPointer, source: DType, rows n: Int, columns k: Int, into w: UnsafeMutablePointer<Float>) {
+        let rowBytes = source.byteCount(elements: k)!
+        nonisolated(unsafe) let wp = w
+        parallelFor((n + 63) / 64) { task in
+            let rows = (task * 64)..<min(n, (task + 1) * 64)
+            Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(rows.lowerBound * rowBytes)..<(rows.upperBound * rowBytes)]),
+                              into: UnsafeMutableBufferPointer(start: wp + rows.lowerBound * k, count: rows.count * k))
+        }
+    }
+
     static func tensorRange(_ data: UnsafeRawBufferPointer, source: DType, n: Int, k: Int) throws -> (minimum: Float, maximum: Float, absmax: Float) {
         let rowBytes = source.byteCount(elements: k)!
         let tasks = (n + 63) / 64

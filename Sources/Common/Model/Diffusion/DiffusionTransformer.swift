@@ -221,6 +221,19 @@ struct DiTBuilder {
                                  quantizedByDefault: quantized, weightOnly: weightOnly, fusion: fusion))
     }
 
+    /// The attention linears of a PixArt/SANA-style block `p` (width `d`): self-attention `attn1` (q/k/v fused
+    /// as `attn1.qkv`, to_out.0) and cross-attention `attn2` of inner width `crossInner` over conditions of width
+    /// `cross` (to_q; to_k/to_v fused as `attn2.kv` and kept 16-bit by default, as Nunchaku keeps them; to_out.0).
+    mutating func addSelfAndCrossAttention(block p: String, d: Int, crossInner: Int, cross: Int) throws {
+        for x in ["to_q", "to_k", "to_v"] { try add(p + ".attn1." + x, block: p, role: .attentionQKV, n: d, k: d, fusion: p + ".attn1.qkv") }
+        try add(p + ".attn1.to_out.0", block: p, role: .attentionOut, n: d, k: d)
+        try add(p + ".attn2.to_q", block: p, role: .crossQuery, n: crossInner, k: d)
+        for x in ["to_k", "to_v"] {
+            try add(p + ".attn2." + x, block: p, role: .crossKeyValue, n: crossInner, k: cross, quantized: false, fusion: p + ".attn2.kv")
+        }
+        try add(p + ".attn2.to_out.0", block: p, role: .crossOut, n: d, k: crossInner)
+    }
+
     /// The number of blocks named `list.N.…` in the checkpoint, checked against config.json's `key`.
     func blockCount(_ list: String, key: String) throws -> Int {
         let expected = try config.int(key)

@@ -23,13 +23,7 @@ public enum PixArtTransformer: DiffusionFamily {
         let blocks = try b.blockCount("transformer_blocks", key: "num_layers")
         for i in 0..<blocks {
             let p = "transformer_blocks.\(i)"
-            for x in ["to_q", "to_k", "to_v"] { try b.add(p + ".attn1." + x, block: p, role: .attentionQKV, n: d, k: d, fusion: p + ".attn1.qkv") }
-            try b.add(p + ".attn1.to_out.0", block: p, role: .attentionOut, n: d, k: d)
-            try b.add(p + ".attn2.to_q", block: p, role: .crossQuery, n: d, k: d)
-            for x in ["to_k", "to_v"] {
-                try b.add(p + ".attn2." + x, block: p, role: .crossKeyValue, n: d, k: cross, quantized: false, fusion: p + ".attn2.kv")
-            }
-            try b.add(p + ".attn2.to_out.0", block: p, role: .crossOut, n: d, k: d)
+            try b.addSelfAndCrossAttention(block: p, d: d, crossInner: d, cross: cross)
             try b.add(p + ".ff.net.0.proj", block: p, role: .feedForwardUp, n: ffInner, k: d)
             try b.add(p + ".ff.net.2", block: p, role: .feedForwardDown, n: d, k: ffInner)
         }

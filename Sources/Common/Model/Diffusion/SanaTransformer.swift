@@ -24,13 +24,7 @@ public enum SanaTransformer: DiffusionFamily {
         let blocks = try b.blockCount("transformer_blocks", key: "num_layers")
         for i in 0..<blocks {
             let p = "transformer_blocks.\(i)"
-            for x in ["to_q", "to_k", "to_v"] { try b.add(p + ".attn1." + x, block: p, role: .attentionQKV, n: d, k: d, fusion: p + ".attn1.qkv") }
-            try b.add(p + ".attn1.to_out.0", block: p, role: .attentionOut, n: d, k: d)
-            try b.add(p + ".attn2.to_q", block: p, role: .crossQuery, n: crossInner, k: d)
-            for x in ["to_k", "to_v"] {
-                try b.add(p + ".attn2." + x, block: p, role: .crossKeyValue, n: crossInner, k: cross, quantized: false, fusion: p + ".attn2.kv")
-            }
-            try b.add(p + ".attn2.to_out.0", block: p, role: .crossOut, n: d, k: crossInner)
+            try b.addSelfAndCrossAttention(block: p, d: d, crossInner: crossInner, cross: cross)
             try b.add(p + ".ff.conv_inverted", block: p, role: .feedForwardUp, n: 2 * h, k: d, convolution: true)
             try b.add(p + ".ff.conv_point", block: p, role: .feedForwardDown, n: d, k: h, convolution: true)
         }
