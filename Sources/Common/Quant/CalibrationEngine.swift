@@ -76,15 +76,20 @@ public enum CalibrationEngine {
         public var blockSeconds: [Double] = []
     }
 
-    /// Runs `algorithm` on `model` into `output`. `log` receives per-block timing lines.
-    public static func run(model path: String, output: String, algorithm: any BlockAlgorithm, options: CalibratedOptions,
-                           log: @escaping (String) -> Void = { _ in }) throws -> Report {
-        let start = monotonicSeconds()
+    /// The float model directory a block-wise run reads (not GGUF, not a pipe, not already qkit-quantized).
+    static func openSource(_ path: String) throws -> (Checkpoint, DecoderModel) {
         let ck = try Checkpoint(path: path)
         guard ck.kind != .gguf else { throw QuantizeError.unsupportedInput(path: path, kind: "GGUF") }
         guard ck.directory != nil, path != "-" else { throw QuantizeError.unsupportedInput(path: path, kind: "standard") }
         if ck.config?["quantization_config"]?["quant_method"]?.stringValue == "qkit" { throw QuantizeError.alreadyQuantized(path: path) }
-        let model = try DecoderModel(source: CheckpointWeights(ck))
+        return (ck, try DecoderModel(source: CheckpointWeights(ck)))
+    }
+
+    /// Runs `algorithm` on `model` into `output`. `log` receives per-block timing lines.
+    public static func run(model path: String, output: String, algorithm: any BlockAlgorithm, options: CalibratedOptions,
+                           log: @escaping (String) -> Void = { _ in }) throws -> Report {
+        let start = monotonicSeconds()
+        let (ck, model) = try openSource(path)
         let c = model.config
         let recipe = options.quantize.recipe
 

@@ -144,11 +144,7 @@ extension SVDQuant {
     public func runDataFree(model path: String, output: String, options: QuantizeOptions,
                             log: @escaping (String) -> Void = { _ in }) throws -> CalibrationEngine.Report {
         let start = monotonicSeconds()
-        let ck = try Checkpoint(path: path)
-        guard ck.kind != .gguf else { throw QuantizeError.unsupportedInput(path: path, kind: "GGUF") }
-        guard ck.directory != nil, path != "-" else { throw QuantizeError.unsupportedInput(path: path, kind: "standard") }
-        if ck.config?["quantization_config"]?["quant_method"]?.stringValue == "qkit" { throw QuantizeError.alreadyQuantized(path: path) }
-        let model = try DecoderModel(source: CheckpointWeights(ck))
+        let (ck, model) = try CalibrationEngine.openSource(path)
         let plans = try CalibrationEngine.plan(ck, layers: model.config.layerCount, recipe: options.recipe, algorithm: name)
         let progress = ProgressDirectory(output: output)
         try progress.reset(key: "svdquant-data-free")
