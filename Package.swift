@@ -34,7 +34,7 @@ let package = Package(
         // start-up (~4 ms of a 11 ms qinspect listing). The forward pass (issue 3) adds COpenBLAS where it is used.
         // Streaming-store conversions for buffers larger than the caches (Swift cannot emit non-temporal stores):
         // C compiled from source with Common, not a system library, so it costs no start-up.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-mavx2", "-mf16c", "-O3"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-mavx2", "-mfma", "-mf16c", "-O3"])]),
         .target(
             name: "Common",
             dependencies: ["CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -36,3 +36,235 @@ void qkit_f16_to_f32_stream(const uint16_t *src, float *dst, size_t n) {
     _mm_sfence();
     for (; i < n; i++) store_f16(src + i, dst + i);
 }
+
+static inline float load_scalar(int kind, const void *src, size_t i) {
+    switch (kind) {
+    case QKIT_STATS_BF16: {
+        uint32_t v = (uint32_t)((const uint16_t *)src)[i] << 16;
+        float f;
+        memcpy(&f, &v, 4);
+        return f;
+    }
+    case QKIT_STATS_F16: return _cvtsh_ss(((const uint16_t *)src)[i]);
+    default: {
+        float f;
+        memcpy(&f, (const char *)src + 4 * i, 4);
+        return f;
+    }
+    }
+}
+
+static inline __m256 load8(int kind, const void *src, size_t i) {
+    switch (kind) {
+    case QKIT_STATS_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i))), 16));
+    case QKIT_STATS_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
+    default: return _mm256_loadu_ps((const float *)src + i);
+    }
+}
+
+static inline double hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return (double)_mm_cvtss_f32(s);
+}
+
+static inline float hmin(__m256 v) {
+    __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_min_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int64_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/// Software prefetch distance in bytes: page-cache pages mapped just before are cold, and the hardware
+/// prefetcher stops at each 4 KiB page boundary.
+#ifndef QKIT_STATS_PREFETCH
+#define QKIT_STATS_PREFETCH 1024
+#endif
+
+/// Moments and extremes of 8 values into one set of accumulators.
+#define QKIT_STATS_MOMENTS(x, s1, s2, s3, s4)                                                                 \
+    do {                                                                                                      \
+        __m256 d_ = _mm256_sub_ps(x, sh);                                                                     \
+        __m256 d2_ = _mm256_mul_ps(d_, d_);                                                                   \
+        s1 = _mm256_add_ps(s1, d_);                                                                           \
+        s2 = _mm256_add_ps(s2, d2_);                                                                          \
+        s3 = _mm256_fmadd_ps(d2_, d_, s3);                                                                    \
+        s4 = _mm256_fmadd_ps(d2_, d2_, s4);                                                                   \
+        mn = _mm256_min_ps(x, mn);                                                                            \
+        mx = _mm256_max_ps(x, mx);                                                                            \
+    } while (0)
+
+/// The kernel's body. `kind` and whether `cols` is NULL are constants at every call site, so each of the six
+/// combinations compiles to its own loop with every accumulator in a register.
+///
+/// Pass 1 over a block of 4096 sums the moments in f32 and takes min and max. When the sums are finite, the
+/// block holds no NaN and no infinity, and pass 2 (over data now in L1) counts zeros and takes the column
+/// maxima. For the 16-bit types pass 2 works on the raw bits, 16 values per instruction: `bits & 0x7FFF` is
+/// |x| with the order of |x| (sign-magnitude), and it is 0 exactly for ±0. Otherwise the block is redone
+/// element by element in double precision.
+static inline __attribute__((always_inline)) void stats_body(int kind, const void *src, size_t n, float shift,
+                                                             void *cols, qkit_stats *acc) {
+    const size_t block = 4096;
+    const size_t width = kind == QKIT_STATS_F32 ? 4 : 2;
+    const __m256 sh = _mm256_set1_ps(shift), zero = _mm256_setzero_ps();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i absmask16 = _mm256_set1_epi16(0x7FFF), ones16 = _mm256_set1_epi16(1);
+    uint16_t *cols16 = cols;
+    float *cols32 = cols;
+    for (size_t b = 0; b < n; b += block) {
+        size_t len = n - b < block ? n - b : block;
+        __m256 a1 = zero, a2 = zero, a3 = zero, a4 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero;
+        __m256 mn = _mm256_set1_ps(__builtin_inff()), mx = _mm256_set1_ps(-__builtin_inff());
+        size_t j = 0;
+        for (; j + 16 <= len; j += 16) {
+            if (QKIT_STATS_PREFETCH) _mm_prefetch((const char *)src + (b + j) * width + QKIT_STATS_PREFETCH, _MM_HINT_T0);
+            __m256 x = load8(kind, src, b + j), y = load8(kind, src, b + j + 8);
+            QKIT_STATS_MOMENTS(x, a1, a2, a3, a4);
+            QKIT_STATS_MOMENTS(y, b1, b2, b3, b4);
+        }
+        double t1 = hsum(_mm256_add_ps(a1, b1)), t2 = hsum(_mm256_add_ps(a2, b2));
+        double t3 = hsum(_mm256_add_ps(a3, b3)), t4 = hsum(_mm256_add_ps(a4, b4));
+        if (__builtin_isfinite(t1) && __builtin_isfinite(t2) && __builtin_isfinite(t3) && __builtin_isfinite(t4)) {
+            acc->s1 += t1; acc->s2 += t2; acc->s3 += t3; acc->s4 += t4;
+            acc->finite += (int64_t)j;
+            float lo = hmin(mn), hi = hmax(mx);
+            if (lo < acc->min) acc->min = lo;
+            if (hi > acc->max) acc->max = hi;
+            if (kind == QKIT_STATS_F32) {
+                __m256i zr = _mm256_setzero_si256();
+                for (size_t k = 0; k < j; k += 8) {
+                    __m256 x = _mm256_loadu_ps((const float *)src + b + k);
+                    zr = _mm256_sub_epi32(zr, _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_EQ_OQ)));
+                    if (cols) {
+                        float *c = cols32 + b + k;
+                        _mm256_storeu_ps(c, _mm256_max_ps(_mm256_and_ps(x, absmask), _mm256_loadu_ps(c)));
+                    }
+                }
+                acc->zeros += hsum_epi32(zr);
+            } else {
+                __m256i zr = _mm256_setzero_si256();  /* 16-bit counts: at most 256 per lane per block */
+                for (size_t k = 0; k < j; k += 16) {
+                    __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)((const uint16_t *)src + b + k)), absmask16);
+                    zr = _mm256_sub_epi16(zr, _mm256_cmpeq_epi16(a, _mm256_setzero_si256()));
+                    if (cols) {
+                        __m256i *c = (__m256i *)(cols16 + b + k);
+                        _mm256_storeu_si256(c, _mm256_max_epu16(a, _mm256_loadu_si256(c)));
+                    }
+                }
+                acc->zeros += hsum_epi32(_mm256_madd_epi16(zr, ones16));
+            }
+        } else {
+            j = 0;  /* a NaN, an infinity or an f32 overflow: redo the block in double precision */
+        }
+        double u1 = 0, u2 = 0, u3 = 0, u4 = 0;
+        for (; j < len; j++) {
+            float x = load_scalar(kind, src, b + j);
+            if (x != x) { acc->nan++; continue; }
+            if (cols) {
+                if (kind == QKIT_STATS_F32) {
+                    float a = __builtin_fabsf(x);
+                    if (a > cols32[b + j]) cols32[b + j] = a;
+                } else {
+                    uint16_t a = ((const uint16_t *)src)[b + j] & 0x7FFF;
+                    if (a > cols16[b + j]) cols16[b + j] = a;
+                }
+            }
+            if (__builtin_isinf(x)) { acc->inf++; continue; }
+            double d = (double)x - (double)shift;
+            u1 += d; u2 += d * d; u3 += d * d * d; u4 += d * d * d * d;
+            acc->finite++;
+            if (x == 0) acc->zeros++;
+            if (x < acc->min) acc->min = x;
+            if (x > acc->max) acc->max = x;
+        }
+        acc->s1 += u1; acc->s2 += u2; acc->s3 += u3; acc->s4 += u4;
+    }
+}
+
+void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc) {
+    switch (kind) {
+    case QKIT_STATS_BF16:
+        if (cols) stats_body(QKIT_STATS_BF16, src, n, shift, cols, acc); else stats_body(QKIT_STATS_BF16, src, n, shift, NULL, acc);
+        break;
+    case QKIT_STATS_F16:
+        if (cols) stats_body(QKIT_STATS_F16, src, n, shift, cols, acc); else stats_body(QKIT_STATS_F16, src, n, shift, NULL, acc);
+        break;
+    default:
+        if (cols) stats_body(QKIT_STATS_F32, src, n, shift, cols, acc); else stats_body(QKIT_STATS_F32, src, n, shift, NULL, acc);
+    }
+}
+
+/* ---- Round to nearest on integer grids ---------------------------------------------------------------- */
+
+static inline void range_body(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
+    for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
+        __m256 lo = _mm256_set1_ps(__builtin_inff()), hi = _mm256_set1_ps(-__builtin_inff());
+        for (size_t j = 0; j < g; j += 8) {
+            __m256 v = load8(kind, src, s + j);
+            lo = _mm256_min_ps(v, lo);  /* a NaN v leaves lo as it was */
+            hi = _mm256_max_ps(v, hi);
+        }
+        mins[gi] = hmin(lo);
+        maxs[gi] = hmax(hi);
+    }
+}
+
+void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
+    switch (kind) {
+    case QKIT_STATS_BF16: range_body(QKIT_STATS_BF16, src, k, g, mins, maxs); break;
+    case QKIT_STATS_F16: range_body(QKIT_STATS_F16, src, k, g, mins, maxs); break;
+    default: range_body(QKIT_STATS_F32, src, k, g, mins, maxs);
+    }
+}
+
+/// The low bytes of the eight 32-bit lanes of `v`, in order.
+static inline uint64_t low_bytes(__m256i v) {
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256i b = _mm256_shuffle_epi8(v, pick);
+    uint32_t lo = (uint32_t)_mm256_extract_epi32(b, 0), hi = (uint32_t)_mm256_extract_epi32(b, 4);
+    return (uint64_t)lo | ((uint64_t)hi << 32);
+}
+
+static inline void encode_body(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
+                               float lo, float hi, uint8_t *codes) {
+    /* Adding 1.5·2^23 rounds |v| < 2^22 to an integer with ties to even; the low byte of the sum's bits is then
+       the code's two's-complement byte (the scalar encoder's trick, so NaN gives the same byte too). */
+    const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
+        const __m256 sc = _mm256_set1_ps(scales[gi]), z = _mm256_set1_ps(zeros[gi]);
+        for (size_t j = 0; j < g; j += 8) {
+            __m256 q = _mm256_add_ps(_mm256_div_ps(load8(kind, src, s + j), sc), z);
+            /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
+            q = _mm256_min_ps(vhi, _mm256_max_ps(vlo, q));
+            uint64_t bytes = low_bytes(_mm256_castps_si256(_mm256_add_ps(q, magic)));
+            memcpy(codes + s + j, &bytes, 8);
+        }
+    }
+}
+
+void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
+                     float lo, float hi, uint8_t *codes) {
+    switch (kind) {
+    case QKIT_STATS_BF16: encode_body(QKIT_STATS_BF16, src, k, g, scales, zeros, lo, hi, codes); break;
+    case QKIT_STATS_F16: encode_body(QKIT_STATS_F16, src, k, g, scales, zeros, lo, hi, codes); break;
+    default: encode_body(QKIT_STATS_F32, src, k, g, scales, zeros, lo, hi, codes);
+    }
+}

@@ -17,15 +17,7 @@ func runQuant(_ args: [String]) throws {
     let reps = try o.int("reps", 2)
     let shard = try o.int("shard", 1)
 
-    let size = 1 << 30
-    let a = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-    let b = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-    memset(a, 1, size)
-    memset(b, 2, size)
-    let copy = bestOf(reps + 1) { memcpy(b, a, size); blackHole(b) }
-    a.deallocate()
-    b.deallocate()
-    let copyRate = Double(size) / copy / 1e9
+    let copyRate = copyBandwidth(reps: reps + 1)
 
     let ck = try Checkpoint(path: model)
     let recipe = try QuantRecipe(defaultScheme: QuantScheme(format: .int(bits: 4), granularity: .group(128), symmetric: true))

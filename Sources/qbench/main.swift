@@ -11,6 +11,7 @@ let subcommands: [(name: String, summary: String, run: ([String]) throws -> Void
     ("kernel", "the statistics kernel alone on 1 GiB of bf16 in memory [--reps 3]", runKernel),
     ("sgemm", "OpenBLAS sgemm GFLOP/s on forward-pass and calibration shapes, all cores [--reps 3]", runSgemm),
     ("quant", "qquant's RTN kernel GB/s vs memcpy on a warm shard; vs llm-compressor on SmolLM2 [MODEL] [--shard 1] [--reps 2] [--smollm DIR --peer PYTHON]", runQuant),
+    ("pack", "qpack's per-linear repacking GB/s vs memcpy on a warm shard of a qkit checkpoint, every PackLayout, null sink QKIT_MODEL [--shard 0] [--reps 2] [--layouts a,b]", runPack),
     ("gptq", "GPTQSolver seconds on SmolLM2 and 8B linear shapes (factorization, column loop) vs llm-compressor's quantize_weight [--shapes smol|8b|all] [--tokens 512] [--reps 1] [--peer PYTHON --peer-max-k 4096]", runGPTQ),
     ("calibrated", "qquant awq/gptq/smoothquant end to end vs llm-compressor oneshot, same protocol, with ppl MODEL [--algos gptq,awq] [--peer PYTHON]", runCalibrated),
     ("forward", "perplexity forward pass tokens/s vs transformers f32 on torch CPU, same windows; fraction of sgemm MODEL TEXT [--lengths 512,2048] [--tokens 8192] [--reps 2] [--peer PYTHON]", runForward),

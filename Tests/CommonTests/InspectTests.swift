@@ -26,8 +26,9 @@ private func values(_ n: Int, seed: UInt64) -> [Float] {
     }
 }
 
-private func stats(_ x: [Float], shape: [Int], encoding: TensorEncoding = .dtype(.f32), histogram: Bool = false) throws -> TensorStatistics {
-    try x.withUnsafeBytes { try StatisticsEngine.compute(data: $0, encoding: encoding, shape: shape, histogram: histogram) }
+private func stats(_ x: [Float], shape: [Int], encoding: TensorEncoding = .dtype(.f32), histogram: Bool = false,
+                   outliers: Int = 3) throws -> TensorStatistics {
+    try x.withUnsafeBytes { try StatisticsEngine.compute(data: $0, encoding: encoding, shape: shape, histogram: histogram, outliers: outliers) }
 }
 
 @Suite("tensor statistics")
@@ -100,6 +101,45 @@ struct StatisticsTests {
             #expect(fast.outlierChannels == slow.outlierChannels)
             #expect(abs(fast.mean - slow.mean) < 1e-9 && abs(fast.std - slow.std) / slow.std < 1e-7)
             #expect(abs(fast.kurtosis - slow.kurtosis) < 1e-6)
+        }
+    }
+
+    @Test("bf16 and f16 with NaN and infinities: counted, kept out of the moments, NaN kept out of the column maxima")
+    func halfNonFinite() throws {
+        var x = values(193 * 64, seed: 5)  // 3 blocks of 4096 and a tail of 64
+        x[100] = .nan; x[5000] = .infinity; x[9000] = -.infinity; x[12_300] = .nan; x[7] = 0; x[8] = -0.0
+        let cols = 64  // NaN at column 100 % 64 = 36, ±inf at columns 5000 % 64 = 8 and 9000 % 64 = 40
+        let bf: [UInt16] = x.map { UInt16($0.bitPattern >> 16) }
+        let h: [UInt16] = x.map { Float16($0).bitPattern }
+        let wide = [bf.map { Float(bitPattern: UInt32($0) << 16) }, h.map { Float(Float16(bitPattern: $0)) }]
+        for (i, raw) in [bf, h].enumerated() {
+            let fast = try raw.withUnsafeBytes {
+                try StatisticsEngine.compute(data: $0, encoding: .dtype(i == 0 ? .bf16 : .f16), shape: [x.count / cols, cols], outliers: cols)
+            }
+            let slow = try stats(wide[i], shape: [x.count / cols, cols], encoding: .dtype(.f32), outliers: cols)
+            let r = reference(wide[i])
+            #expect(fast.nanCount == 2 && fast.infCount == 2 && fast.zeroCount == r.zeros && r.zeros >= 2)
+            #expect(fast.min == r.min && fast.max == r.max)
+            #expect(abs(fast.mean - r.mean) < 1e-6 * r.std && abs(fast.std - r.std) / r.std < 1e-5)
+            #expect(fast.outlierChannels == slow.outlierChannels)
+            #expect(fast.outlierChannels.prefix(2).map(\.channel).sorted() == [8, 40])
+            #expect(fast.outlierChannels.first?.absMax == .infinity)
+            let column36 = wide[i].enumerated().filter { $0.offset % cols == 36 && !$0.element.isNaN }.map { abs($0.element) }.max()
+            #expect(fast.outlierChannels.first { $0.channel == 36 }?.absMax == column36)
+        }
+    }
+
+    @Test("median and top channels: selection equals sorting, ties go to the lower channel")
+    func selection() {
+        var state: UInt64 = 3
+        for n in [1, 2, 3, 10, 101, 4096] {
+            let v: [Float] = (0..<n).map { _ in
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return Float(state >> 58)  // many ties
+            }
+            #expect(StatisticsEngine.Partial.median(v) == v.sorted()[n / 2])
+            let sorted = v.indices.sorted { (v[$0], -$0) > (v[$1], -$1) }
+            #expect(StatisticsEngine.Partial.topChannels(v, 3) == Array(sorted.prefix(3)))
         }
     }
 

@@ -50,6 +50,60 @@ private func scheme(_ s: String) throws -> QuantScheme { try #require(try QuantS
 
 @Suite("Quant number formats")
 struct QuantFormatTests {
+    @Test("integer RTN from a stored bf16/f16/f32 row (C kernels) equals the f32 row path, ties and clamps included",
+          arguments: ["int4:g8:sym", "int4:g128:asym", "int8:g64:sym", "int3:g32:asym", "int2:channel:sym", "int8:channel:asym"])
+    func storedRow(_ text: String) throws {
+        let sc = try scheme(text)
+        let n = 5, k = 256
+        var state: UInt64 = 21
+        var w: [Float] = (0..<(n * k)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return (Float(state >> 40) / Float(1 << 24) - 0.5) * 3
+        }
+        // Ties: values that land exactly on a half step once their group's scale is known (absmax 7.5 → scale 1 at int4).
+        for i in stride(from: 0, to: 16, by: 1) { w[i] = [7.5, -7.5, 2.5, 0.5, -0.5, 1.5, -2.5, 3.25][i % 8] }
+        w[300] = 0; w[301] = -0.0
+        let gl = sc.granularity.groupLength(k: k)
+        for dtype in [DType.f32, .bf16, .f16] {
+            let stored: [UInt8]
+            let widened: [Float]
+            switch dtype {
+            case .bf16:
+                let h = w.map { UInt16($0.bitPattern >> 16) }
+                stored = h.withUnsafeBytes { Array($0) }
+                widened = h.map { Float(bitPattern: UInt32($0) << 16) }
+            case .f16:
+                let h = w.map { Float16($0) }
+                stored = h.withUnsafeBytes { Array($0) }
+                widened = h.map { Float($0) }
+            default:
+                stored = w.withUnsafeBytes { Array($0) }
+                widened = w
+            }
+            let reference = quantizeMatrix(widened, n: n, k: k, scheme: sc)
+            let kind = try #require(StatisticsEngine.kernelKind(.dtype(dtype)))
+            var codes = [UInt8](repeating: 0, count: n * k)
+            var params = [GroupCodec.Parameters](repeating: .init(scale: 0, storedScale: 0, zero: 0), count: n * k / gl)
+            var scratch = [Float](repeating: 0, count: k)
+            let rowBytes = dtype.byteCount(elements: k)!
+            stored.withUnsafeBytes { src in
+                codes.withUnsafeMutableBufferPointer { c in
+                    params.withUnsafeMutableBufferPointer { p in
+                        scratch.withUnsafeMutableBufferPointer { f in
+                            for row in 0..<n {
+                                RTN.quantizeStoredRow(src.baseAddress! + row * rowBytes, kind: kind, k: k, groupLength: gl,
+                                                      codec: reference.codec, scratch: f.baseAddress!, codes: c.baseAddress! + row * k,
+                                                      parameters: p.baseAddress! + row * (k / gl))
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(codes == reference.codes, "\(text) \(dtype)")
+            #expect(params.map(\.storedScale) == reference.parameters.map(\.storedScale) && params.map(\.zero) == reference.parameters.map(\.zero))
+        }
+    }
+
     @Test("INT4 symmetric, hand-worked: scale 2·absmax/15, ties to even, clamp at 7")
     func int4Symmetric() throws {
         // absmax 7.5 → scale 1: 7.5 rounds to 8 and clamps to 7; −7.5 → −8; 2.5 → 2; ±0.5 → 0; 1.5 → 2.

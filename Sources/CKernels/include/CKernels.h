@@ -15,4 +15,36 @@ void qkit_bf16_to_f32_stream(const uint16_t *src, float *dst, size_t n);
 /// `dst[i] = (float)(_Float16 bits src[i])`, i < n.
 void qkit_f16_to_f32_stream(const uint16_t *src, float *dst, size_t n);
 
+/// Running sums of one tensor's statistics (see `qkit_stats_accumulate`).
+typedef struct {
+    /// Sums of d, d², d³, d⁴ over the finite values, d = x − shift.
+    double s1, s2, s3, s4;
+    int64_t finite, nan, inf, zeros;
+    /// Over the finite values (+inf / −inf while there are none).
+    float min, max;
+} qkit_stats;
+
+/// Element types `qkit_stats_accumulate` reads.
+enum { QKIT_STATS_F32 = 0, QKIT_STATS_BF16 = 1, QKIT_STATS_F16 = 2 };
+
+/// Adds elements `src[0..<n]` of type `kind` to `acc`. Blocks of 4096 are summed in f32 vectors and folded
+/// into the double sums; a block whose f32 sums are not finite (a NaN, an infinity, an overflow) is redone
+/// element by element in double precision, so the result is the same as a careful scalar loop up to
+/// rounding. Deterministic: the order of operations depends only on `n`.
+///
+/// `cols`, when not NULL, holds one slot per element (the caller passes the column slots of a row segment)
+/// and receives the running maximum of |x| over non-NaN values: `float` slots for F32; for BF16 and F16,
+/// `uint16_t` slots holding the bits of |x| (`bits & 0x7FFF`, which orders like |x|).
+void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc);
+
+/// Minimum and maximum of each group of `g` values of a row of `k` values of `kind` (a QKIT_STATS_ type),
+/// NaN ignored (±inf when a group has no other value). Requires `k % g == 0` and `g % 8 == 0`.
+void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs);
+
+/// Integer codes of a row: `codes[i] = low byte of clamp(round_even(x_i / scales[i / g] + zeros[i / g]), lo, hi)`
+/// (two's complement for negative codes) — the same operations, in the same order, as qkit's scalar encoder,
+/// so the bytes are identical. Requires `k % g == 0` and `g % 8 == 0`.
+void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
+                     float lo, float hi, uint8_t *codes);
+
 #endif

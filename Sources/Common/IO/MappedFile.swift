@@ -12,7 +12,7 @@ public final class MappedFile: @unchecked Sendable {
     /// The mapped bytes (empty for an empty file).
     public let bytes: UnsafeRawBufferPointer
     private let base: UnsafeMutableRawPointer?
-    /// The open descriptor, kept for `read(_:into:)`.
+    /// The open descriptor, closed with the map.
     private let descriptor: Int32
 
     public var count: Int { bytes.count }
@@ -56,21 +56,6 @@ public final class MappedFile: @unchecked Sendable {
         if descriptor != 0 { close(descriptor) }
     }
 
-    /// Copies the bytes of `range` into `buffer` with pread(2). Streaming a large range through a small
-    /// reused buffer this way costs less than mapping it: no page-table work, no TLB shootdowns between threads.
-    public func read(_ range: Range<Int>, into buffer: UnsafeMutableRawPointer) throws(IOError) {
-        var done = 0
-        while done < range.count {
-            let n = pread(descriptor, buffer + done, range.count - done, off_t(range.lowerBound + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError.readFailed(path: path, errno: errno)
-            }
-            if n == 0 { throw IOError.readFailed(path: path, errno: EIO) }
-            done += n
-        }
-    }
-
     /// Tells the kernel the range will be read sequentially soon (read-ahead).
     public func adviseSequential(_ range: Range<Int>? = nil) {
         guard let base else { return }
@@ -80,6 +65,18 @@ public final class MappedFile: @unchecked Sendable {
         madvise(base + start, r.upperBound - start, MADV_SEQUENTIAL)
         madvise(base + start, r.upperBound - start, MADV_WILLNEED)
     }
+
+    /// Maps the pages of a range in one call (MADV_POPULATE_READ, Linux 5.14) instead of one fault per few
+    /// pages. Only advice: on an older kernel it fails and the pages fault in as they are read.
+    public func populate(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        madvise(base + start, range.upperBound - start, MappedFile.populateRead)
+    }
+
+    /// MADV_POPULATE_READ (Glibc's headers may predate it).
+    static let populateRead: Int32 = 22
 
     /// Lets the kernel drop the pages of a range that has been consumed (keeps RSS bounded).
     public func release(_ range: Range<Int>) {

@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 
 /// Summary statistics of one tensor's values, computed in one streaming pass.
@@ -33,19 +34,19 @@ public struct OutlierChannel: Sendable, Equatable {
     public var ratio: Float
 }
 
-/// Streaming computation of `TensorStatistics`: chunks of whole rows are read with pread(2) into a few reused
-/// buffers, processed in parallel with SIMD accumulators and merged in chunk order, so the result does not
+/// Streaming computation of `TensorStatistics`: chunks of whole rows are mapped one at a time (and their pages
+/// dropped after), processed in parallel with SIMD accumulators and merged in chunk order, so the result does not
 /// depend on the thread count and resident memory stays bounded (about 30 MB for a 16 GB checkpoint).
 public enum StatisticsEngine {
-    /// Elements per chunk (rounded to whole rows when rows are shorter).
-    static let chunkElements = 1 << 20
-    /// Elements read and processed at once inside a chunk (a multiple of every decode granule). Measured on a
-    /// 4.9 GB bf16 shard: 2^16 → 4.9 GB/s, 2^17 → 5.6, 2^18 → 6.3, 2^20 → 7.4 (fewer syscalls win over L2 fit).
-    static let subChunkElements = 1 << 20
+    /// Elements per chunk (rounded to whole rows when rows are shorter). Each chunk's pages are mapped and then
+    /// dropped, and every drop interrupts the other cores (a TLB shootdown): bigger chunks, fewer interrupts.
+    static let chunkElements = 1 << 22
+    /// Elements mapped and processed at once inside a chunk (a multiple of every decode granule).
+    static let subChunkElements = 1 << 22
     /// Histogram bins when one is asked for.
     public static let histogramBins = 32
 
-    /// Computes the statistics of `tensor` in `checkpoint`, reading it chunk by chunk with pread(2).
+    /// Computes the statistics of `tensor` in `checkpoint`, mapping it chunk by chunk.
     /// - Parameters:
     ///   - histogram: also count values into `histogramBins` bins over [min, max] (a second pass).
     ///   - outliers: how many outlier channels to report.
@@ -101,8 +102,8 @@ public enum StatisticsEngine {
             try parallelFor(chunks) { c in
                 let start = c * chunk
                 let count = Swift.min(chunk, n - start)
-                var p = Partial(channels: perChannel ? rowLength : 0)
-                // Sub-chunks small enough that a read lands in L2 and the kernel finds it there.
+                var p = Partial(channels: perChannel ? rowLength : 0, encoding: encoding)
+                // Sub-chunks bound the decode buffer of the types the kernel does not read itself.
                 var s = start
                 while s < start + count {
                     let m = Swift.min(subChunkElements, start + count - s)
@@ -116,7 +117,7 @@ public enum StatisticsEngine {
                 out[c] = p
             }
         }
-        var total = Partial(channels: perChannel ? rowLength : 0)
+        var total = Partial(channels: perChannel ? rowLength : 0, encoding: encoding)
         for p in partials { total.merge(p!) }
         result = total.finish(count: n, shift: shift, outliers: outliers)
         if histogram { result.histogram = try histogramOf(source, encoding: encoding, count: n, min: result.min, max: result.max) }
@@ -133,27 +134,44 @@ public enum StatisticsEngine {
 
     /// Per-chunk sums.
     struct Partial {
-        var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
-        var finite = 0
-        var nan = 0, inf = 0, zeros = 0
-        var min = Float.infinity, max = -Float.infinity
+        var sums = qkit_stats(s1: 0, s2: 0, s3: 0, s4: 0, finite: 0, nan: 0, inf: 0, zeros: 0, min: .infinity, max: -.infinity)
+        /// Column maxima of |x| as f32 (f32 and decoded types).
         var columnAbsMax: [Float]
+        /// Column maxima as the bits of |x| (bf16 and f16, which the kernel compares 16 at a time).
+        var columnBits: [UInt16]
+        /// The kernel's type when `columnBits` is used.
+        let bitsKind: Int32?
 
-        init(channels: Int) { columnAbsMax = [Float](repeating: 0, count: channels) }
+        init(channels: Int, encoding: TensorEncoding) {
+            bitsKind = StatisticsEngine.kernelKind(encoding).flatMap { $0 == Int32(QKIT_STATS_F32) ? nil : $0 }
+            columnAbsMax = [Float](repeating: 0, count: bitsKind == nil ? channels : 0)
+            columnBits = [UInt16](repeating: 0, count: bitsKind == nil ? 0 : channels)
+        }
 
         mutating func merge(_ o: Partial) {
-            s1 += o.s1; s2 += o.s2; s3 += o.s3; s4 += o.s4
-            finite += o.finite; nan += o.nan; inf += o.inf; zeros += o.zeros
-            min = Swift.min(min, o.min); max = Swift.max(max, o.max)
+            sums.s1 += o.sums.s1; sums.s2 += o.sums.s2; sums.s3 += o.sums.s3; sums.s4 += o.sums.s4
+            sums.finite += o.sums.finite; sums.nan += o.sums.nan; sums.inf += o.sums.inf; sums.zeros += o.sums.zeros
+            sums.min = Swift.min(sums.min, o.sums.min); sums.max = Swift.max(sums.max, o.sums.max)
             for i in columnAbsMax.indices { columnAbsMax[i] = Swift.max(columnAbsMax[i], o.columnAbsMax[i]) }
+            for i in columnBits.indices { columnBits[i] = Swift.max(columnBits[i], o.columnBits[i]) }
+        }
+
+        /// The column maxima as f32.
+        var columnMaxima: [Float] {
+            switch bitsKind {
+            case Int32(QKIT_STATS_BF16): return columnBits.map { Float(bitPattern: UInt32($0) << 16) }
+            case Int32(QKIT_STATS_F16): return columnBits.map { Float(Float16(bitPattern: $0)) }
+            default: return columnAbsMax
+            }
         }
 
         func finish(count: Int, shift: Double, outliers: Int) -> TensorStatistics {
+            let (s1, s2, s3, s4, finite, min, max) = (sums.s1, sums.s2, sums.s3, sums.s4, Int(sums.finite), sums.min, sums.max)
             var r = TensorStatistics()
             r.count = count
-            r.nanCount = nan
-            r.infCount = inf
-            r.zeroCount = zeros
+            r.nanCount = Int(sums.nan)
+            r.infCount = Int(sums.inf)
+            r.zeroCount = Int(sums.zeros)
             r.min = finite > 0 ? min : .nan
             r.max = finite > 0 ? max : .nan
             r.absMax = finite > 0 ? Swift.max(abs(min), abs(max)) : .nan
@@ -165,158 +183,99 @@ public enum StatisticsEngine {
             r.mean = shift + d
             r.std = m2.squareRoot()
             r.kurtosis = m2 > 0 ? m4 / (m2 * m2) - 3 : 0
-            if !columnAbsMax.isEmpty, outliers > 0 {
-                let sorted = columnAbsMax.sorted()
-                let median = sorted[sorted.count / 2]
-                let top = columnAbsMax.indices.sorted { (columnAbsMax[$0], -$0) > (columnAbsMax[$1], -$1) }.prefix(outliers)
-                r.outlierChannels = top.map {
-                    OutlierChannel(channel: $0, absMax: columnAbsMax[$0], ratio: median > 0 ? columnAbsMax[$0] / median : .infinity)
+            let columns = columnMaxima
+            if !columns.isEmpty, outliers > 0 {
+                let median = Self.median(columns)
+                r.outlierChannels = Self.topChannels(columns, outliers).map {
+                    OutlierChannel(channel: $0, absMax: columns[$0], ratio: median > 0 ? columns[$0] / median : .infinity)
                 }
             }
             return r
+        }
+
+        /// The `k` channels with the largest absmax, largest first, the lower index first among equals: one pass
+        /// keeping the best k (sorting every channel with a comparator cost more than the rest of `finish`).
+        static func topChannels(_ columns: [Float], _ k: Int) -> [Int] {
+            var best: [Int] = []
+            best.reserveCapacity(k + 1)
+            for c in columns.indices {
+                let v = columns[c]
+                if best.count == k, let last = best.last, !(v > columns[last]) { continue }
+                var at = best.count
+                while at > 0, v > columns[best[at - 1]] { at -= 1 }
+                best.insert(c, at: at)
+                if best.count > k { best.removeLast() }
+            }
+            return best
+        }
+
+        /// The element at index count / 2 of `values` sorted ascending (Hoare's selection, expected linear time).
+        static func median(_ values: [Float]) -> Float {
+            var v = values
+            let target = v.count / 2
+            var lo = 0, hi = v.count - 1
+            while lo < hi {
+                let pivot = v[lo + (hi - lo) / 2]
+                var i = lo, j = hi
+                while i <= j {
+                    while v[i] < pivot { i += 1 }
+                    while v[j] > pivot { j -= 1 }
+                    if i <= j { v.swapAt(i, j); i += 1; j -= 1 }
+                }
+                if target <= j { hi = j } else if target >= i { lo = i } else { break }
+            }
+            return v[target]
+        }
+    }
+
+    /// The C kernel's element type for the encodings it reads directly.
+    static func kernelKind(_ encoding: TensorEncoding) -> Int32? {
+        switch encoding {
+        case .dtype(.f32): Int32(QKIT_STATS_F32)
+        case .dtype(.bf16): Int32(QKIT_STATS_BF16)
+        case .dtype(.f16): Int32(QKIT_STATS_F16)
+        default: nil
         }
     }
 
     /// Accumulates `count` elements starting at column `firstColumn` of rows of `rowLength` (0: no channels).
     static func accumulate(_ bytes: UnsafeRawBufferPointer, encoding: TensorEncoding, count: Int, firstColumn: Int,
                            rowLength: Int, shift: Double, into p: inout Partial) throws {
-        switch encoding {
-        case .dtype(.f32):
-            run(F32Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
-        case .dtype(.bf16) where rowLength % 2 == 0 && firstColumn % 2 == 0:
-            run(BF16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
-        case .dtype(.f16):
-            run(F16Loader(base: bytes.baseAddress!), count: count, firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
-        default:
-            var buf = [Float](repeating: 0, count: count)
-            try buf.withUnsafeMutableBufferPointer { b in
-                try encoding.decode(bytes, into: b)
-                run(F32Loader(base: UnsafeRawPointer(b.baseAddress!)), count: count, firstColumn: firstColumn,
-                    rowLength: rowLength, shift: Float(shift), into: &p)
-            }
+        if let kind = kernelKind(encoding) {
+            run(kind, bytes.baseAddress!, elementSize: kind == Int32(QKIT_STATS_F32) ? 4 : 2, count: count,
+                firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
+            return
+        }
+        var buf = [Float](repeating: 0, count: count)
+        try buf.withUnsafeMutableBufferPointer { b in
+            try encoding.decode(bytes, into: b)
+            run(Int32(QKIT_STATS_F32), UnsafeRawPointer(b.baseAddress!), elementSize: 4, count: count,
+                firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
         }
     }
 
-    /// The SIMD kernel: walks row segments so that column indices stay contiguous.
-    @inline(__always)
-    static func run<L: Loader>(_ loader: L, count: Int, firstColumn: Int, rowLength: Int, shift: Float, into p: inout Partial) {
-        var i = 0
-        var column = firstColumn
-        var columnAbsMax = p.columnAbsMax
-        p.columnAbsMax = []
-        // Interleaving loaders deliver even and odd elements apart; their column maxima are kept apart too.
-        let half = L.interleaved && rowLength > 0 ? (rowLength + 1) / 2 : 0
-        var evenOdd = [Float](repeating: 0, count: 2 * half)
-        columnAbsMax.withUnsafeMutableBufferPointer { cols in
-            evenOdd.withUnsafeMutableBufferPointer { eo in
-                while i < count {
-                    let len = rowLength > 0 ? Swift.min(count - i, rowLength - column) : count - i
-                    var a: UnsafeMutablePointer<Float>?
-                    var b: UnsafeMutablePointer<Float>?
-                    if rowLength > 0 {
-                        if L.interleaved {
-                            a = eo.baseAddress! + column / 2
-                            b = eo.baseAddress! + half + column / 2
-                        } else {
-                            a = cols.baseAddress! + column
-                            b = a! + 8
-                        }
-                    }
-                    segment(loader, start: i, length: len, columnsA: a, columnsB: b, shift: shift, into: &p)
-                    i += len
-                    column = 0
-                }
+    /// Walks row segments so that each call of the C kernel (`qkit_stats_accumulate`) covers contiguous columns.
+    static func run(_ kind: Int32, _ base: UnsafeRawPointer, elementSize: Int, count: Int, firstColumn: Int, rowLength: Int,
+                    shift: Float, into p: inout Partial) {
+        let slotSize = p.bitsKind == nil ? 4 : 2
+        var sums = p.sums
+        defer { p.sums = sums }
+        func walk(_ cols: UnsafeMutableRawPointer?) {
+            var i = 0
+            var column = firstColumn
+            while i < count {
+                let len = rowLength > 0 ? Swift.min(count - i, rowLength - column) : count - i
+                qkit_stats_accumulate(kind, base + i * elementSize, len, shift, cols.map { $0 + column * slotSize }, &sums)
+                i += len
+                column = 0
             }
         }
-        if half > 0 {
-            for c in 0..<rowLength { columnAbsMax[c] = Swift.max(columnAbsMax[c], evenOdd[c % 2 == 0 ? c / 2 : half + c / 2]) }
-        }
-        p.columnAbsMax = columnAbsMax
-    }
-
-    /// Accumulates elements [start, start+length) of one row segment. Column maxima go to `columnsA`/`columnsB`:
-    /// for natural loaders A holds the segment's columns (B = A + 8); for interleaving loaders A holds its even
-    /// columns and B its odd ones, both indexed by column / 2. Segments of interleaving loaders start at an even column.
-    @inline(__always)
-    static func segment<L: Loader>(_ loader: L, start: Int, length: Int, columnsA: UnsafeMutablePointer<Float>?,
-                                   columnsB: UnsafeMutablePointer<Float>?, shift: Float, into p: inout Partial) {
-        let block = 4096
-        var b = 0
-        let mask = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
-        while b < length {
-            let len = Swift.min(block, length - b)
-            var s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>(), s4 = SIMD8<Float>()
-            var mn = SIMD8<Float>(repeating: .infinity), mx = SIMD8<Float>(repeating: -.infinity)
-            var zeros = SIMD8<Int32>()
-            let shiftV = SIMD8<Float>(repeating: shift)
-            var j = 0
-            while j + 16 <= len {
-                let (x, y) = loader.load16(start + b + j)
-                // Both vectors, written out: a loop over an array literal would allocate.
-                var d = x - shiftV
-                var d2 = d * d
-                s1 += d; s2 += d2; s3.addProduct(d2, d); s4.addProduct(d2, d2)
-                mn.replace(with: x, where: x .< mn)
-                mx.replace(with: x, where: x .> mx)
-                zeros &-= unsafeBitCast(x .== 0, to: SIMD8<Int32>.self)
-                d = y - shiftV
-                d2 = d * d
-                s1 += d; s2 += d2; s3.addProduct(d2, d); s4.addProduct(d2, d2)
-                mn.replace(with: y, where: y .< mn)
-                mx.replace(with: y, where: y .> mx)
-                zeros &-= unsafeBitCast(y .== 0, to: SIMD8<Int32>.self)
-                if let columnsA, let columnsB {
-                    let off = L.interleaved ? (b + j) / 2 : b + j
-                    let pa = UnsafeMutableRawPointer(columnsA + off), pb = UnsafeMutableRawPointer(columnsB + off)
-                    var ca = pa.loadUnaligned(as: SIMD8<Float>.self), cb = pb.loadUnaligned(as: SIMD8<Float>.self)
-                    let ax = unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & mask, to: SIMD8<Float>.self)
-                    let ay = unsafeBitCast(unsafeBitCast(y, to: SIMD8<UInt32>.self) & mask, to: SIMD8<Float>.self)
-                    ca.replace(with: ax, where: ax .> ca)
-                    cb.replace(with: ay, where: ay .> cb)
-                    pa.storeBytes(of: ca, as: SIMD8<Float>.self)
-                    pb.storeBytes(of: cb, as: SIMD8<Float>.self)
-                }
-                j += 16
-            }
-            var t1 = Double(s1.sum()), t2 = Double(s2.sum()), t3 = Double(s3.sum()), t4 = Double(s4.sum())
-            if t1.isFinite && t2.isFinite && t3.isFinite && t4.isFinite {
-                p.s1 += t1; p.s2 += t2; p.s3 += t3; p.s4 += t4
-                p.finite += j
-                p.zeros += Int(zeros.wrappedSum())
-                p.min = Swift.min(p.min, mn.min())
-                p.max = Swift.max(p.max, mx.max())
-            } else {
-                j = 0  // a NaN, an infinity or an f32 overflow: redo this block in double precision
-            }
-            t1 = 0; t2 = 0; t3 = 0; t4 = 0
-            while j < len {
-                let x = loader.load1(start + b + j)
-                if let columnsA, let columnsB, !x.isNaN {
-                    let k = b + j
-                    let slot: UnsafeMutablePointer<Float>
-                    if L.interleaved {
-                        slot = (k % 2 == 0 ? columnsA : columnsB) + k / 2
-                    } else {
-                        slot = columnsA + k
-                    }
-                    slot.pointee = Swift.max(slot.pointee, abs(x))
-                }
-                if x.isNaN {
-                    p.nan += 1
-                } else if x.isInfinite {
-                    p.inf += 1
-                } else {
-                    let d = Double(x) - Double(shift)
-                    t1 += d; t2 += d * d; t3 += d * d * d; t4 += d * d * d * d
-                    p.finite += 1
-                    if x == 0 { p.zeros += 1 }
-                    p.min = Swift.min(p.min, x)
-                    p.max = Swift.max(p.max, x)
-                }
-                j += 1
-            }
-            p.s1 += t1; p.s2 += t2; p.s3 += t3; p.s4 += t4
-            b += len
+        if rowLength == 0 {
+            walk(nil)
+        } else if p.bitsKind == nil {
+            p.columnAbsMax.withUnsafeMutableBytes { walk($0.baseAddress!) }
+        } else {
+            p.columnBits.withUnsafeMutableBytes { walk($0.baseAddress!) }
         }
     }
 
@@ -351,85 +310,35 @@ public enum StatisticsEngine {
     }
 }
 
-/// Reads elements of one stored type as `Float`, 16 at a time as two vectors.
-protocol Loader {
-    /// Elements i..<i+16: the first eight and the last eight, or (interleaved) the even and the odd ones.
-    func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>)
-    func load1(_ i: Int) -> Float
-    /// Whether `load16` returns even- and odd-indexed elements rather than two halves.
-    static var interleaved: Bool { get }
-}
-
-struct F32Loader: Loader {
-    let base: UnsafeRawPointer
-    static var interleaved: Bool { false }
-    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        (base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self))
-    }
-    @inline(__always) func load1(_ i: Int) -> Float { base.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
-}
-
-/// bf16 pairs read as one 32-bit word: the even element is the low half (<< 16), the odd one the high half.
-struct BF16Loader: Loader {
-    let base: UnsafeRawPointer
-    static var interleaved: Bool { true }
-    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        let w = base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt32>.self)
-        return (unsafeBitCast(w &<< 16, to: SIMD8<Float>.self), unsafeBitCast(w & 0xFFFF_0000, to: SIMD8<Float>.self))
-    }
-    @inline(__always) func load1(_ i: Int) -> Float {
-        Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-    }
-}
-
-struct F16Loader: Loader {
-    let base: UnsafeRawPointer
-    static var interleaved: Bool { false }
-    @inline(__always) func load16(_ i: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        (SIMD8<Float>(base.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<Float16>.self)),
-         SIMD8<Float>(base.loadUnaligned(fromByteOffset: 2 * i + 16, as: SIMD8<Float16>.self)))
-    }
-    @inline(__always) func load1(_ i: Int) -> Float { Float(base.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
-}
-
-/// A tensor's bytes: in memory, or in a file read chunk by chunk into pooled buffers.
+/// A tensor's bytes: in memory, or in a mapped file whose pages are mapped one chunk at a time and let go after.
 struct ByteSource: @unchecked Sendable {
     let memory: UnsafeRawBufferPointer?
     let file: MappedFile?
     let fileRange: Range<Int>
-    let pool: ScratchPool?
 
     init(memory: UnsafeRawBufferPointer) {
         self.memory = memory
         file = nil
         fileRange = 0..<memory.count
-        pool = nil
     }
 
     init(file: MappedFile, range: Range<Int>) {
         memory = nil
         self.file = file
         fileRange = range
-        // Big enough for a chunk of the widest element type (f64 × chunkElements).
-        pool = ByteSource.sharedPool
     }
 
-    /// Read buffers shared by every tensor and thread: each is allocated and faulted in once per process
-    /// (at most one per concurrent reader), not once per tensor. Big enough for a chunk of f64.
-    static let sharedPool = ScratchPool(byteCount: 8 * StatisticsEngine.chunkElements + 64)
-
-    /// Calls `body` with the bytes of `range` (relative to the tensor).
+    /// Calls `body` with the bytes of `range` (relative to the tensor). For a file the range's pages are mapped in
+    /// one call (MADV_POPULATE_READ: no fault per page) and dropped afterwards, so resident memory stays at a
+    /// chunk per thread. Measured on a warm 4.9 GB bf16 shard, this beats pread(2) into a reused buffer
+    /// (7.1–8.1 GB/s with pread against 7.7–8.5 mapped, same kernel): the copy costs more than the page-table work.
     func with<T>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         if let memory { return try body(UnsafeRawBufferPointer(rebasing: memory[range])) }
-        let file = file!, pool = pool!
-        if range.count > pool.byteCount {
-            // A chunk this large happens only for a single row longer than a chunk: map it instead.
-            return try body(UnsafeRawBufferPointer(rebasing: file.bytes[(fileRange.lowerBound + range.lowerBound)..<(fileRange.lowerBound + range.upperBound)]))
-        }
-        return try pool.withBuffer { buf in
-            try file.read((fileRange.lowerBound + range.lowerBound)..<(fileRange.lowerBound + range.upperBound), into: buf)
-            return try body(UnsafeRawBufferPointer(start: buf, count: range.count))
-        }
+        let file = file!
+        let bytes = (fileRange.lowerBound + range.lowerBound)..<(fileRange.lowerBound + range.upperBound)
+        file.populate(bytes)
+        defer { file.release(bytes) }
+        return try body(UnsafeRawBufferPointer(rebasing: file.bytes[bytes]))
     }
 }
 

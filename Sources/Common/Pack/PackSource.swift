@@ -30,7 +30,7 @@ public final class PackSource {
     public func scaleDType(of prefix: String) -> DType { packed?.scaleDType(of: prefix) ?? .f32 }
 
     /// The qkit tensor suffixes of a quantized linear.
-    static let parts = ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx",
+    public static let parts = ["weight_q", "weight_scale", "weight_zero_point", "weight_scale_2", "weight_global_scale", "g_idx",
                         "smooth", "lora_down", "lora_up", "input_scale"]
 
     /// Opens a qkit checkpoint (its tensors are checked by `QKitWeights`).

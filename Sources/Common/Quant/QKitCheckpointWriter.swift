@@ -336,7 +336,9 @@ public enum QKitQuantizer {
             let codes = pooled ? codeBlocks.take() : UnsafeMutablePointer<UInt8>.allocate(capacity: rowsPerBlock * k)
             defer { if pooled { codeBlocks.give(codes) } else { codes.deallocate() } }
             let pool = ScratchPool(byteCount: 4 * k + groupLength)
-            let fusedBF16 = source == .bf16 && scheme.algorithm == .rtn && fixed == nil && groupLength % 8 == 0
+            // Integer RTN straight from the stored row (C kernels); the other cases widen the row to f32 first.
+            let storedKind: Int32? = scheme.algorithm == .rtn && fixed == nil && groupLength % 8 == 0 && !scheme.format.isFloat
+                ? StatisticsEngine.kernelKind(.dtype(source)) : nil
             var r = 0
             while r < n {
                 let rows = r..<min(n, r + rowsPerBlock)
@@ -350,9 +352,9 @@ public enum QKitQuantizer {
                             for i in (task * rowsPerTask)..<min(rows.count, (task + 1) * rowsPerTask) {
                                 let row = rows.lowerBound + i
                                 let params = pbase + (fixed == nil ? row * groupsPerRow : 0)
-                                if fusedBF16 {
-                                    RTN.quantizeRowBFloat16(data.baseAddress! + row * rowBytes, k: k, groupLength: groupLength, codec: codec,
-                                                            scratch: f, codes: c + i * k, parameters: params)
+                                if let storedKind {
+                                    RTN.quantizeStoredRow(data.baseAddress! + row * rowBytes, kind: storedKind, k: k, groupLength: groupLength,
+                                                          codec: codec, scratch: f, codes: c + i * k, parameters: params)
                                     continue
                                 }
                                 Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(row * rowBytes)..<((row + 1) * rowBytes)]),

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Round to nearest (RTN): each group's scale comes from its full range — the absolute maximum
 /// (symmetric and float formats) or the minimum and maximum with zero included (asymmetric INT) — and
 /// every value is rounded to the nearest code. The reference data-free quantizer.
@@ -64,33 +66,25 @@ public enum RTN {
         }
     }
 
-    /// `quantizeRow` for a BF16 row read straight from the checkpoint: each group is widened to f32 into
-    /// `scratch` (`groupLength` floats) while its range is taken, in one pass. Requires `groupLength % 8 == 0`
-    /// and per-group or per-channel parameters; the codes equal `quantizeRow`'s on the widened values.
+    /// `quantizeRow` for an integer format on a row read straight from the checkpoint in its stored type
+    /// (`kind`: a `QKIT_STATS_` type of CKernels), with C kernels: the groups' ranges in one pass, the parameters
+    /// here, the codes in a second pass over the row (in L1/L2 by then). The codes and parameters equal
+    /// `quantizeRow`'s on the widened values: the encoder does the same f32 operations in the same order.
+    /// Requires `groupLength % 8 == 0`, per-group or per-channel parameters, and `scratch` of `4 * k / groupLength`
+    /// floats.
     @inline(__always)
-    public static func quantizeRowBFloat16(_ src: UnsafeRawPointer, k: Int, groupLength: Int, codec: GroupCodec,
-                                           scratch: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>,
-                                           parameters: UnsafeMutablePointer<GroupCodec.Parameters>) {
-        var g = 0
-        var start = 0
-        let out = UnsafeMutableRawPointer(scratch)
-        while start < k {
-            var lo = SIMD8<Float>(repeating: .infinity), hi = SIMD8<Float>(repeating: -.infinity)
-            var j = 0
-            while j < groupLength {
-                let h = src.loadUnaligned(fromByteOffset: 2 * (start + j), as: SIMD8<UInt16>.self)
-                let v = unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD8<Float>.self)
-                out.storeBytes(of: v, toByteOffset: 4 * j, as: SIMD8<Float>.self)
-                lo = lo.replacing(with: v, where: v .< lo)
-                hi = hi.replacing(with: v, where: v .> hi)
-                j += 8
-            }
-            let (mn, mx) = lanes(lo, hi)
-            let p = codec.parameters(minimum: mn, maximum: mx, absmax: Swift.max(abs(mn), abs(mx)))
+    public static func quantizeStoredRow(_ src: UnsafeRawPointer, kind: Int32, k: Int, groupLength: Int, codec: GroupCodec,
+                                         scratch: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>,
+                                         parameters: UnsafeMutablePointer<GroupCodec.Parameters>) {
+        let groups = k / groupLength
+        let (mins, maxs, scales, zeros) = (scratch, scratch + groups, scratch + 2 * groups, scratch + 3 * groups)
+        qkit_group_range(kind, src, k, groupLength, mins, maxs)
+        for g in 0..<groups {
+            let p = codec.parameters(minimum: mins[g], maximum: maxs[g], absmax: Swift.max(abs(mins[g]), abs(maxs[g])))
             parameters[g] = p
-            codec.encode(scratch, count: groupLength, p, into: codes + start)
-            start += groupLength
-            g += 1
+            scales[g] = p.scale
+            zeros[g] = p.zero
         }
+        qkit_encode_int(kind, src, k, groupLength, scales, zeros, codec.minCode, codec.maxCode, codes)
     }
 }
