@@ -1,6 +1,7 @@
 #include "CKernels.h"
 #include <immintrin.h>
 #include <string.h>
+#include <malloc.h>
 
 static inline void store_bf16(const uint16_t *src, float *dst) {
     uint32_t v = (uint32_t)*src << 16;
@@ -267,4 +268,82 @@ void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float 
     case QKIT_STATS_F16: encode_body(QKIT_STATS_F16, src, k, g, scales, zeros, lo, hi, codes); break;
     default: encode_body(QKIT_STATS_F32, src, k, g, scales, zeros, lo, hi, codes);
     }
+}
+
+/* ---- Packing 4-bit codes ------------------------------------------------------------------------------ */
+
+void qkit_pack_u4(const uint8_t *codes, size_t count, uint32_t *words) {
+    const __m256i low = _mm256_set1_epi8(0x0F), weights = _mm256_set1_epi16(0x1001);
+    size_t i = 0;
+    for (; i + 32 <= count; i += 32) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(codes + i)), low);
+        __m256i pairs = _mm256_maddubs_epi16(v, weights);  /* code 2j + 16 · code 2j+1, in 16 bits */
+        __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0x08);
+        _mm_storeu_si128((__m128i *)(words + i / 8), _mm256_castsi256_si128(bytes));
+    }
+    for (; i < count; i += 8) {
+        uint32_t w = 0;
+        for (size_t t = 0; t < 8 && i + t < count; t++) w |= (uint32_t)(codes[i + t] & 0x0F) << (4 * t);
+        words[i / 8] = w;
+    }
+}
+
+/// 32 AWQ words (columns kk … kk+31 of rows r[0], r[k], …, r[7k]) into `w`, in column order.
+static inline void awq_words32(const uint8_t *r, size_t k, uint32_t *w) {
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256i R[8];
+    for (int j = 0; j < 8; j++) R[j] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + j * k)), low);
+    /* Word bytes: r0|r2<<4, r4|r6<<4, r1|r3<<4, r5|r7<<4 (nibble i holds row [0,2,4,6,1,3,5,7][i]). */
+    __m256i b0 = _mm256_or_si256(R[0], _mm256_slli_epi16(R[2], 4));
+    __m256i b1 = _mm256_or_si256(R[4], _mm256_slli_epi16(R[6], 4));
+    __m256i b2 = _mm256_or_si256(R[1], _mm256_slli_epi16(R[3], 4));
+    __m256i b3 = _mm256_or_si256(R[5], _mm256_slli_epi16(R[7], 4));
+    __m256i l01 = _mm256_unpacklo_epi8(b0, b1), h01 = _mm256_unpackhi_epi8(b0, b1);
+    __m256i l23 = _mm256_unpacklo_epi8(b2, b3), h23 = _mm256_unpackhi_epi8(b2, b3);
+    /* Within each 128-bit lane these hold columns 0-3, 4-7, 8-11, 12-15 (lane 1: +16); put the lanes in order. */
+    __m256i w0 = _mm256_unpacklo_epi16(l01, l23), w1 = _mm256_unpackhi_epi16(l01, l23);
+    __m256i w2 = _mm256_unpacklo_epi16(h01, h23), w3 = _mm256_unpackhi_epi16(h01, h23);
+    _mm256_storeu_si256((__m256i *)(w + 0), _mm256_permute2x128_si256(w0, w1, 0x20));
+    _mm256_storeu_si256((__m256i *)(w + 8), _mm256_permute2x128_si256(w2, w3, 0x20));
+    _mm256_storeu_si256((__m256i *)(w + 16), _mm256_permute2x128_si256(w0, w1, 0x31));
+    _mm256_storeu_si256((__m256i *)(w + 24), _mm256_permute2x128_si256(w2, w3, 0x31));
+}
+
+void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, size_t c1, uint32_t *out) {
+    /* Tiles of 64 columns × up to 16 packed columns: each input line is used whole once loaded (rows lie k
+       apart, a multiple of 4 KiB for most models, so they share L1 sets and would not stay), and the tile goes
+       out as whole 64-byte rows instead of scattered 4-byte stores. */
+    enum { TK = 64, TC = 16 };
+    uint32_t tile[TK][TC];
+    size_t kk = 0;
+    for (; kk + TK <= k; kk += TK) {
+        for (size_t c = c0; c < c1; c += TC) {
+            size_t m = c1 - c < TC ? c1 - c : TC;
+            for (size_t t = 0; t < m; t++) {
+                uint32_t w[TK];
+                const uint8_t *r = values + 8 * (c + t) * k + kk;
+                /* The rows two packed columns on (or the next tile's first ones): demand misses would wait on DRAM. */
+                const uint8_t *ahead = t + 2 < m ? r + 16 * k : values + 8 * (c + t + 2 - m) * k + kk + TK;
+                if (ahead + 8 * k <= values + 8 * c1 * k)
+                    for (int j = 0; j < 8; j++) _mm_prefetch((const char *)(ahead + j * k), _MM_HINT_T0);
+                awq_words32(r, k, w);
+                awq_words32(r + 32, k, w + 32);
+                for (int q = 0; q < TK; q++) tile[q][t] = w[q];
+            }
+            for (int q = 0; q < TK; q++) memcpy(out + (kk + q) * words + c, tile[q], 4 * m);
+        }
+    }
+    for (; kk < k; kk++) {
+        for (size_t c = c0; c < c1; c++) {
+            const uint8_t *r = values + 8 * c * k + kk;
+            out[kk * words + c] = (uint32_t)(r[0] & 15) | (uint32_t)(r[2 * k] & 15) << 4 | (uint32_t)(r[4 * k] & 15) << 8 |
+                                  (uint32_t)(r[6 * k] & 15) << 12 | (uint32_t)(r[1 * k] & 15) << 16 |
+                                  (uint32_t)(r[3 * k] & 15) << 20 | (uint32_t)(r[5 * k] & 15) << 24 | (uint32_t)(r[7 * k] & 15) << 28;
+        }
+    }
+}
+
+void qkit_keep_freed_blocks(void) {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF);
 }

@@ -16,6 +16,7 @@ func runPack(_ args: [String]) throws {
     let names = (o.values["layouts"] ?? "vllm-awq,vllm-gptq,compressed-tensors,tinychat,lightllm").split(separator: ",").map(String.init)
 
     let copyRate = copyBandwidth(reps: reps + 1)
+    AllocatorTuning.keepFreedBlocks()  // as qpack does
     let ck = try Checkpoint(path: model)
     let source = try PackSource(ck)
     let file = min(shard, ck.files.count - 1)

@@ -116,6 +116,7 @@ struct Qpack: ParsableCommand {
     var quiet = false
 
     func run() throws {
+        AllocatorTuning.keepFreedBlocks()
         try runTool("qpack") {
             let log: ((String) -> Void)? = verbose && !quiet ? { logLine("qpack: " + $0) } : nil
             let parsedScheme = try scheme.map { s throws -> QuantScheme in

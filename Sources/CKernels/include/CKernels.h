@@ -47,4 +47,17 @@ void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                      float lo, float hi, uint8_t *codes);
 
+/// Packs 4-bit codes (low nibbles of `codes`) eight to a word, code t of a word in bits 4t…4t+3:
+/// `words[i / 8] |= (codes[i] & 15) << 4 (i % 8)`, ⌈count / 8⌉ words.
+void qkit_pack_u4(const uint8_t *codes, size_t count, uint32_t *words);
+
+/// AutoAWQ's GEMM packing of `[N, k]` 4-bit values (one per byte) into `[k, words]` words (words = N / 8), for
+/// packed columns c0 ≤ c < c1: `out[kk · words + c]` holds rows 8c + [0, 2, 4, 6, 1, 3, 5, 7] of column kk,
+/// nibble i from bit 4i.
+void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, size_t c1, uint32_t *out);
+
+/// glibc: never map a block of its own (`M_MMAP_MAX` 0) and never trim the heap, so large blocks freed are
+/// reused without page faults (`AllocatorTuning.keepFreedBlocks`).
+void qkit_keep_freed_blocks(void);
+
 #endif

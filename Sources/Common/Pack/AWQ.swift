@@ -1,3 +1,5 @@
+import CKernels
+
 /// AutoAWQ's GEMM layout as vLLM (and LightLLM, MLC) load it: `quant_method: "awq"` (formats.md §1a, §6).
 ///
 /// Per linear `[N, K]` with groups of G along K: `qweight` I32 `[K, N/8]` (4-bit codes packed along N, nibble
@@ -53,22 +55,14 @@ public struct AWQLayout: PackLayout {
     /// Packs `[rows, columns]` 4-bit values into the transposed `[columns, rows/8]` AWQ words.
     static func packColumns(_ values: [UInt8], rows n: Int, columns k: Int, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let words = n / 8
-        var out = [UInt32](repeating: 0, count: k * words)
-        values.withUnsafeBufferPointer { vb in
-            out.withUnsafeMutableBufferPointer { ob in
+        let out: [UInt32] = BitPacking.filled(k * words) { ob in
+            values.withUnsafeBufferPointer { vb in
                 nonisolated(unsafe) let (v, o) = (vb.baseAddress!, ob.baseAddress!)
-                // A task: 16 packed columns (128 rows) over all K; each k writes 64 contiguous bytes.
+                // A task: 16 packed columns (128 rows) over all K; each k writes 64 contiguous bytes (C kernel).
                 let block = 16
                 parallelFor((words + block - 1) / block) { task in
                     let c0 = task * block, c1 = min(words, c0 + block)
-                    for kk in 0..<k {
-                        for c in c0..<c1 {
-                            let base = v + 8 * c * k + kk
-                            var w: UInt32 = 0
-                            for i in 0..<8 { w |= UInt32(base[AWQLayout.order[i] * k] & 0xF) << UInt32(4 * i) }
-                            o[kk * words + c] = w
-                        }
-                    }
+                    qkit_pack_awq(v, k, words, c0, c1, o)
                 }
             }
         }

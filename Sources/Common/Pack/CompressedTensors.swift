@@ -129,14 +129,12 @@ public struct CompressedTensorsLayout: PackLayout {
         case "pack-quantized":
             let b = linear.integerBits
             let words = BitPacking.wordCount(k, bits: b)
-            var packed = [UInt32](repeating: 0, count: n * words)
-            linear.codes.withUnsafeBufferPointer { cb in
-                packed.withUnsafeMutableBufferPointer { ob in
+            let packed: [UInt32] = BitPacking.filled(n * words) { ob in
+                linear.codes.withUnsafeBufferPointer { cb in
                     nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
                     parallelFor((n + 15) / 16) { task in
                         for r in (task * 16)..<min(n, task * 16 + 16) {
-                            let row = c + r * k
-                            BitPacking.pack(count: k, bits: b, into: o + r * words) { UInt32(row[$0]) }
+                            BitPacking.packRow(c + r * k, count: k, bits: b, into: o + r * words)
                         }
                     }
                 }

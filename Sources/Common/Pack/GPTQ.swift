@@ -50,9 +50,8 @@ public struct GPTQLayout: PackLayout {
         let (n, k, g) = (linear.n, linear.k, linear.groups)
         let kw = k * b / 32
         // qweight: each output channel's K codes as one bit stream, stored down column n.
-        var qweight = [UInt32](repeating: 0, count: kw * n)
-        linear.codes.withUnsafeBufferPointer { cb in
-            qweight.withUnsafeMutableBufferPointer { ob in
+        let qweight: [UInt32] = BitPacking.filled(kw * n) { ob in
+            linear.codes.withUnsafeBufferPointer { cb in
                 nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
                 let block = 16
                 parallelFor((n + block - 1) / block) { task in
@@ -60,8 +59,7 @@ public struct GPTQLayout: PackLayout {
                     let tmp = UnsafeMutablePointer<UInt32>.allocate(capacity: block * kw)
                     defer { tmp.deallocate() }
                     for r in n0..<n1 {
-                        let row = c + r * k
-                        BitPacking.pack(count: k, bits: b, into: tmp + (r - n0) * kw) { UInt32(row[$0]) }
+                        BitPacking.packRow(c + r * k, count: k, bits: b, into: tmp + (r - n0) * kw)
                     }
                     for w in 0..<kw { for r in n0..<n1 { o[w * n + r] = tmp[(r - n0) * kw + w] } }
                 }

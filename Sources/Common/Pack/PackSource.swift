@@ -87,16 +87,15 @@ public final class PackSource {
         let ck = checkpoint, p = plan.prefix
         let q = ck[p + ".weight_q"]!, s = ck[p + ".weight_scale"]!
         let count = plan.n * plan.k
-        var codes = [UInt8](repeating: 0, count: count)
         let raw = ck.data(q)
         let bits = plan.scheme.integerBits
-        codes.withUnsafeMutableBufferPointer { c in
+        let codes: [UInt8] = BitPacking.filled(count) { c in
             if plan.scheme.symmetric, bits > 0 {
                 // I8 codes q → q + 2^(b−1).
                 let offset = UInt8(1 << (bits - 1))
                 for i in 0..<count { c[i] = raw[i] &+ offset }
             } else {
-                for i in 0..<count { c[i] = raw[i] }
+                UnsafeMutableRawBufferPointer(c).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<count]))
             }
         }
         ck.files[q.fileIndex].release(q.fileRange)

@@ -1,3 +1,4 @@
+import CKernels
 /// One quantized linear weight in the canonical form every backend writer packs from and every backend
 /// reader unpacks to, so that codes can be compared across layouts bit for bit.
 ///
@@ -120,6 +121,27 @@ public enum BitPacking {
             }
         }
         if filled > 0 { words[w] = UInt32(truncatingIfNeeded: acc) }
+    }
+
+    /// `pack` of `count` codes read from `codes` (low `bits` of each byte): 4-bit codes go through a C kernel
+    /// (32 codes per step), other widths through `pack`.
+    @inline(__always)
+    public static func packRow(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into words: UnsafeMutablePointer<UInt32>) {
+        if bits == 4 {
+            qkit_pack_u4(codes, count, words)
+        } else {
+            pack(count: count, bits: bits, into: words) { UInt32(codes[$0]) }
+        }
+    }
+
+    /// An array of `count` elements that `body` writes every one of: no zero fill first (zeroing a packer's
+    /// output, then overwriting it, cost a quarter of a pack).
+    @inline(__always)
+    public static func filled<T: BitwiseCopyable>(_ count: Int, _ body: (UnsafeMutableBufferPointer<T>) -> Void) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            body(buffer)
+            initialized = count
+        }
     }
 
     /// Field `t` of a packed stream.

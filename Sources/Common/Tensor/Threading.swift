@@ -1,3 +1,4 @@
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -84,5 +85,16 @@ public final class ScratchPool: @unchecked Sendable {
         }
         defer { lock.withLock { free.append(p) } }
         return try body(p)
+    }
+}
+
+/// Process-wide allocator settings for tools that allocate and free the same large buffers over and over.
+public enum AllocatorTuning {
+    /// Keeps freed large blocks in the heap instead of returning them to the kernel: glibc otherwise maps every
+    /// block above 32 MB fresh and unmaps it on free, so each one is faulted in and zeroed page by page again
+    /// (on this project's VM, first touches cost more than all of qpack's repacking). The peak resident size
+    /// is unchanged; it is simply not given back between linears.
+    public static func keepFreedBlocks() {
+        qkit_keep_freed_blocks()
     }
 }
