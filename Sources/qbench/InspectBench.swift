@@ -130,10 +130,10 @@ func runStats(_ args: [String]) throws {
     let o = try Options(Array(args.dropFirst()))
     let reps = try o.int("reps", 3)
     let bytes = try Checkpoint(path: path).dataBytes
-    let bandwidth = readBandwidth()
+    let (one, two) = (readBandwidth(), readBandwidth(threads: 2))
     let ours = try median(reps) { try timeCommand(qinspectPath(), ["--stats", path]) }
-    var rows = [["tool", "median s", "GB/s", "of read bandwidth"]]
-    rows.append(["qinspect --stats", fmt(ours, 3), fmt(Double(bytes) / ours / 1e9), fmt(100 * Double(bytes) / ours / bandwidth, 0) + "%"])
+    var rows = [["tool", "median s", "GB/s", "of read bandwidth, 1 / 2 threads"]]
+    rows.append(["qinspect --stats", fmt(ours, 3), fmt(Double(bytes) / ours / 1e9), fractions(Double(bytes) / ours, one, two)])
     if let python = o.values["peer"] {
         let script = NSTemporaryDirectory() + "qbench-stats.py"
         try statsScript.write(toFile: script, atomically: true, encoding: .utf8)
@@ -141,13 +141,13 @@ func runStats(_ args: [String]) throws {
         env["OPENBLAS_CORETYPE"] = nil
         env["OPENBLAS_L2_SIZE"] = nil
         let peer = try median(reps) { try timeCommand(python, [script, path], environment: env) }
-        rows.append(["numpy (memmap)", fmt(peer, 3), fmt(Double(bytes) / peer / 1e9), fmt(100 * Double(bytes) / peer / bandwidth, 0) + "%"])
+        rows.append(["numpy (memmap)", fmt(peer, 3), fmt(Double(bytes) / peer / 1e9), fractions(Double(bytes) / peer, one, two)])
         printTable(rows)
         print("qinspect --stats is \(fmt(peer / ours, 1))× faster than numpy on \(humanBytes(bytes)) (same run, median of \(reps))")
     } else {
         printTable(rows)
     }
-    print("read bandwidth (SIMD read-sum, 1 GiB, 1 thread): \(fmt(bandwidth / 1e9)) GB/s")
+    print("read bandwidth (SIMD read-sum, 1 GiB): \(fmt(one / 1e9)) GB/s one thread, \(fmt(two / 1e9)) GB/s two")
 }
 
 /// `qbench kernel`: the statistics kernel alone on 1 GiB of bf16 in memory (no file, no page cache).
@@ -165,27 +165,36 @@ func runKernel(_ args: [String]) throws {
         try bestOf(reps) { blackHole(try StatisticsEngine.compute(data: raw, encoding: .dtype(.bf16), shape: [n / 4096, 4096])) }
     }
     print("stats kernel, bf16 [\(n / 4096), 4096] in memory: \(fmt(Double(2 * n) / t / 1e9)) GB/s (best of \(reps), all cores)")
-    print("read bandwidth (SIMD read-sum, 1 GiB, 1 thread): \(fmt(readBandwidth() / 1e9)) GB/s")
+    print("read bandwidth (SIMD read-sum, 1 GiB): \(fmt(readBandwidth() / 1e9)) GB/s one thread, \(fmt(readBandwidth(threads: 2) / 1e9)) GB/s two")
 }
 
-/// Bytes per second of a 4-accumulator SIMD read-sum over 1 GiB already in memory (best of 3).
-func readBandwidth() -> Double {
+/// Bytes per second of a 4-accumulator SIMD read-sum over 1 GiB already in memory (best of 3), the buffer split
+/// between `threads` threads.
+func readBandwidth(threads: Int = 1) -> Double {
     let count = (1 << 30) / 4
     let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
     defer { buf.deallocate() }
     buf.initialize(repeating: 1)
-    let raw = UnsafeRawPointer(buf.baseAddress!)
+    nonisolated(unsafe) let raw = UnsafeRawPointer(buf.baseAddress!)
+    let per = count / threads / 64 * 64
     let t = bestOf(3) {
-        var a = SIMD16<Float>(), b = SIMD16<Float>(), c = SIMD16<Float>(), d = SIMD16<Float>()
-        var i = 0
-        while i + 64 <= count {
-            a += raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-            b += raw.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self)
-            c += raw.loadUnaligned(fromByteOffset: 4 * i + 128, as: SIMD16<Float>.self)
-            d += raw.loadUnaligned(fromByteOffset: 4 * i + 192, as: SIMD16<Float>.self)
-            i += 64
+        parallelFor(threads) { part in
+            var a = SIMD16<Float>(), b = SIMD16<Float>(), c = SIMD16<Float>(), d = SIMD16<Float>()
+            var i = part * per
+            while i + 64 <= (part + 1) * per {
+                a += raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+                b += raw.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self)
+                c += raw.loadUnaligned(fromByteOffset: 4 * i + 128, as: SIMD16<Float>.self)
+                d += raw.loadUnaligned(fromByteOffset: 4 * i + 192, as: SIMD16<Float>.self)
+                i += 64
+            }
+            blackHole((a + b + c + d).sum())
         }
-        blackHole((a + b + c + d).sum())
     }
-    return Double(count * 4) / t
+    return Double(per * threads * 4) / t
+}
+
+/// "x% of 1-thread / y% of 2-thread" for a rate against two ceilings.
+func fractions(_ rate: Double, _ one: Double, _ two: Double) -> String {
+    fmt(100 * rate / one, 0) + "% / " + fmt(100 * rate / two, 0) + "%"
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Common
 import Foundation
 
 /// A sink the optimiser cannot see through (shared/specs/swift.md §5.1).
@@ -117,4 +118,15 @@ func capture(_ executable: String, _ arguments: [String], environment: [String: 
         throw UsageError(description: "\(executable) \(arguments.joined(separator: " ")) exited with status \(p.terminationStatus)")
     }
     return String(decoding: data, as: UTF8.self)
+}
+
+/// Reads one byte of every page of `tensors`, so that they are in the page cache and mapped.
+func touchPages(_ ck: Checkpoint, _ tensors: [CheckpointTensor]) {
+    var sum: UInt64 = 0
+    for t in tensors {
+        let d = ck.data(t)
+        var i = 0
+        while i < d.count { sum &+= UInt64(d[i]); i += 4096 }
+    }
+    blackHole(sum)
 }
