@@ -14,7 +14,7 @@ struct QInspect: ParsableCommand {
             standard input (a pipe is spooled to an unlinked temporary file, so memory stays bounded). Listing and \
             --summary read headers only. --stats, --hist and --verify map the data 4M elements at a time \
             (MADV_POPULATE_READ) and drop those pages after, several tensors and chunks at a time (resident memory \
-            stays near 35 MB for a 16 GB checkpoint); \
+            stays near 40 MB for a 16 GB checkpoint); \
             --diff reads both checkpoints through mmap. Results do not depend on the number of cores.
 
             Every file is validated as strictly as the reference safetensors implementation, and duplicate tensor \
