@@ -3,50 +3,15 @@
 #include <string.h>
 #include <malloc.h>
 
-static inline void store_bf16(const uint16_t *src, float *dst) {
-    uint32_t v = (uint32_t)*src << 16;
-    memcpy(dst, &v, 4);
-}
-
-static inline void store_f16(const uint16_t *src, float *dst) {
-    *dst = _cvtsh_ss(*src);
-}
-
-void qkit_bf16_to_f32_stream(const uint16_t *src, float *dst, size_t n) {
-    size_t i = 0;
-    while (i < n && ((uintptr_t)(dst + i) & 31) != 0) { store_bf16(src + i, dst + i); i++; }
-    for (; i + 16 <= n; i += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
-        __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 8));
-        _mm256_stream_si256((__m256i *)(dst + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
-        _mm256_stream_si256((__m256i *)(dst + i + 8), _mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
-    }
-    _mm_sfence();
-    for (; i < n; i++) store_bf16(src + i, dst + i);
-}
-
-void qkit_f16_to_f32_stream(const uint16_t *src, float *dst, size_t n) {
-    size_t i = 0;
-    while (i < n && ((uintptr_t)(dst + i) & 31) != 0) { store_f16(src + i, dst + i); i++; }
-    for (; i + 16 <= n; i += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
-        __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 8));
-        _mm256_stream_ps(dst + i, _mm256_cvtph_ps(a));
-        _mm256_stream_ps(dst + i + 8, _mm256_cvtph_ps(b));
-    }
-    _mm_sfence();
-    for (; i < n; i++) store_f16(src + i, dst + i);
-}
-
 static inline float load_scalar(int kind, const void *src, size_t i) {
     switch (kind) {
-    case QKIT_STATS_BF16: {
+    case QKIT_KIND_BF16: {
         uint32_t v = (uint32_t)((const uint16_t *)src)[i] << 16;
         float f;
         memcpy(&f, &v, 4);
         return f;
     }
-    case QKIT_STATS_F16: return _cvtsh_ss(((const uint16_t *)src)[i]);
+    case QKIT_KIND_F16: return _cvtsh_ss(((const uint16_t *)src)[i]);
     default: {
         float f;
         memcpy(&f, (const char *)src + 4 * i, 4);
@@ -57,13 +22,29 @@ static inline float load_scalar(int kind, const void *src, size_t i) {
 
 static inline __m256 load8(int kind, const void *src, size_t i) {
     switch (kind) {
-    case QKIT_STATS_BF16:
+    case QKIT_KIND_BF16:
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i))), 16));
-    case QKIT_STATS_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
+    case QKIT_KIND_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
     default: return _mm256_loadu_ps((const float *)src + i);
     }
 }
+
+/// `dst[i] = src[i]` widened to f32 with non-temporal stores from the first 32-byte aligned `dst + i` on.
+static inline void stream_body(int kind, const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    while (i < n && ((uintptr_t)(dst + i) & 31) != 0) { dst[i] = load_scalar(kind, src, i); i++; }
+    for (; i + 16 <= n; i += 16) {
+        _mm256_stream_ps(dst + i, load8(kind, src, i));
+        _mm256_stream_ps(dst + i + 8, load8(kind, src, i + 8));
+    }
+    _mm_sfence();
+    for (; i < n; i++) dst[i] = load_scalar(kind, src, i);
+}
+
+void qkit_bf16_to_f32_stream(const uint16_t *src, float *dst, size_t n) { stream_body(QKIT_KIND_BF16, src, dst, n); }
+
+void qkit_f16_to_f32_stream(const uint16_t *src, float *dst, size_t n) { stream_body(QKIT_KIND_F16, src, dst, n); }
 
 static inline double hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -95,12 +76,10 @@ static inline int64_t hsum_epi32(__m256i v) {
 
 /// Software prefetch distance in bytes: page-cache pages mapped just before are cold, and the hardware
 /// prefetcher stops at each 4 KiB page boundary.
-#ifndef QKIT_STATS_PREFETCH
-#define QKIT_STATS_PREFETCH 1024
-#endif
+enum { stats_prefetch = 1024 };
 
 /// Moments and extremes of 8 values into one set of accumulators.
-#define QKIT_STATS_MOMENTS(x, s1, s2, s3, s4)                                                                 \
+#define QKIT_KIND_MOMENTS(x, s1, s2, s3, s4)                                                                 \
     do {                                                                                                      \
         __m256 d_ = _mm256_sub_ps(x, sh);                                                                     \
         __m256 d2_ = _mm256_mul_ps(d_, d_);                                                                   \
@@ -123,7 +102,7 @@ static inline int64_t hsum_epi32(__m256i v) {
 static inline __attribute__((always_inline)) void stats_body(int kind, const void *src, size_t n, float shift,
                                                              void *cols, qkit_stats *acc) {
     const size_t block = 4096;
-    const size_t width = kind == QKIT_STATS_F32 ? 4 : 2;
+    const size_t width = kind == QKIT_KIND_F32 ? 4 : 2;
     const __m256 sh = _mm256_set1_ps(shift), zero = _mm256_setzero_ps();
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i absmask16 = _mm256_set1_epi16(0x7FFF), ones16 = _mm256_set1_epi16(1);
@@ -135,10 +114,10 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
         __m256 mn = _mm256_set1_ps(__builtin_inff()), mx = _mm256_set1_ps(-__builtin_inff());
         size_t j = 0;
         for (; j + 16 <= len; j += 16) {
-            if (QKIT_STATS_PREFETCH) _mm_prefetch((const char *)src + (b + j) * width + QKIT_STATS_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)src + (b + j) * width + stats_prefetch, _MM_HINT_T0);
             __m256 x = load8(kind, src, b + j), y = load8(kind, src, b + j + 8);
-            QKIT_STATS_MOMENTS(x, a1, a2, a3, a4);
-            QKIT_STATS_MOMENTS(y, b1, b2, b3, b4);
+            QKIT_KIND_MOMENTS(x, a1, a2, a3, a4);
+            QKIT_KIND_MOMENTS(y, b1, b2, b3, b4);
         }
         double t1 = hsum(_mm256_add_ps(a1, b1)), t2 = hsum(_mm256_add_ps(a2, b2));
         double t3 = hsum(_mm256_add_ps(a3, b3)), t4 = hsum(_mm256_add_ps(a4, b4));
@@ -148,7 +127,7 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
             float lo = hmin(mn), hi = hmax(mx);
             if (lo < acc->min) acc->min = lo;
             if (hi > acc->max) acc->max = hi;
-            if (kind == QKIT_STATS_F32) {
+            if (kind == QKIT_KIND_F32) {
                 __m256i zr = _mm256_setzero_si256();
                 for (size_t k = 0; k < j; k += 8) {
                     __m256 x = _mm256_loadu_ps((const float *)src + b + k);
@@ -179,7 +158,7 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
             float x = load_scalar(kind, src, b + j);
             if (x != x) { acc->nan++; continue; }
             if (cols) {
-                if (kind == QKIT_STATS_F32) {
+                if (kind == QKIT_KIND_F32) {
                     float a = __builtin_fabsf(x);
                     if (a > cols32[b + j]) cols32[b + j] = a;
                 } else {
@@ -201,14 +180,14 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
 
 void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc) {
     switch (kind) {
-    case QKIT_STATS_BF16:
-        if (cols) stats_body(QKIT_STATS_BF16, src, n, shift, cols, acc); else stats_body(QKIT_STATS_BF16, src, n, shift, NULL, acc);
+    case QKIT_KIND_BF16:
+        if (cols) stats_body(QKIT_KIND_BF16, src, n, shift, cols, acc); else stats_body(QKIT_KIND_BF16, src, n, shift, NULL, acc);
         break;
-    case QKIT_STATS_F16:
-        if (cols) stats_body(QKIT_STATS_F16, src, n, shift, cols, acc); else stats_body(QKIT_STATS_F16, src, n, shift, NULL, acc);
+    case QKIT_KIND_F16:
+        if (cols) stats_body(QKIT_KIND_F16, src, n, shift, cols, acc); else stats_body(QKIT_KIND_F16, src, n, shift, NULL, acc);
         break;
     default:
-        if (cols) stats_body(QKIT_STATS_F32, src, n, shift, cols, acc); else stats_body(QKIT_STATS_F32, src, n, shift, NULL, acc);
+        if (cols) stats_body(QKIT_KIND_F32, src, n, shift, cols, acc); else stats_body(QKIT_KIND_F32, src, n, shift, NULL, acc);
     }
 }
 
@@ -229,9 +208,9 @@ static inline void range_body(int kind, const void *src, size_t k, size_t g, flo
 
 void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
     switch (kind) {
-    case QKIT_STATS_BF16: range_body(QKIT_STATS_BF16, src, k, g, mins, maxs); break;
-    case QKIT_STATS_F16: range_body(QKIT_STATS_F16, src, k, g, mins, maxs); break;
-    default: range_body(QKIT_STATS_F32, src, k, g, mins, maxs);
+    case QKIT_KIND_BF16: range_body(QKIT_KIND_BF16, src, k, g, mins, maxs); break;
+    case QKIT_KIND_F16: range_body(QKIT_KIND_F16, src, k, g, mins, maxs); break;
+    default: range_body(QKIT_KIND_F32, src, k, g, mins, maxs);
     }
 }
 
@@ -264,9 +243,9 @@ static inline void encode_body(int kind, const void *src, size_t k, size_t g, co
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                      float lo, float hi, uint8_t *codes) {
     switch (kind) {
-    case QKIT_STATS_BF16: encode_body(QKIT_STATS_BF16, src, k, g, scales, zeros, lo, hi, codes); break;
-    case QKIT_STATS_F16: encode_body(QKIT_STATS_F16, src, k, g, scales, zeros, lo, hi, codes); break;
-    default: encode_body(QKIT_STATS_F32, src, k, g, scales, zeros, lo, hi, codes);
+    case QKIT_KIND_BF16: encode_body(QKIT_KIND_BF16, src, k, g, scales, zeros, lo, hi, codes); break;
+    case QKIT_KIND_F16: encode_body(QKIT_KIND_F16, src, k, g, scales, zeros, lo, hi, codes); break;
+    default: encode_body(QKIT_KIND_F32, src, k, g, scales, zeros, lo, hi, codes);
     }
 }
 

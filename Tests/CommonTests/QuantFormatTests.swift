@@ -81,7 +81,7 @@ struct QuantFormatTests {
                 widened = w
             }
             let reference = quantizeMatrix(widened, n: n, k: k, scheme: sc)
-            let kind = try #require(StatisticsEngine.kernelKind(.dtype(dtype)))
+            let kind = try #require(TensorEncoding.dtype(dtype).kernelKind)
             var codes = [UInt8](repeating: 0, count: n * k)
             var params = [GroupCodec.Parameters](repeating: .init(scale: 0, storedScale: 0, zero: 0), count: n * k / gl)
             var scratch = [Float](repeating: 0, count: k)

@@ -24,8 +24,8 @@ typedef struct {
     float min, max;
 } qkit_stats;
 
-/// Element types `qkit_stats_accumulate` reads.
-enum { QKIT_STATS_F32 = 0, QKIT_STATS_BF16 = 1, QKIT_STATS_F16 = 2 };
+/// Element types the kernels below read (`DType.kernelKind` in Swift).
+enum { QKIT_KIND_F32 = 0, QKIT_KIND_BF16 = 1, QKIT_KIND_F16 = 2 };
 
 /// Adds elements `src[0..<n]` of type `kind` to `acc`. Blocks of 4096 are summed in f32 vectors and folded
 /// into the double sums; a block whose f32 sums are not finite (a NaN, an infinity, an overflow) is redone
@@ -37,7 +37,7 @@ enum { QKIT_STATS_F32 = 0, QKIT_STATS_BF16 = 1, QKIT_STATS_F16 = 2 };
 /// `uint16_t` slots holding the bits of |x| (`bits & 0x7FFF`, which orders like |x|).
 void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc);
 
-/// Minimum and maximum of each group of `g` values of a row of `k` values of `kind` (a QKIT_STATS_ type),
+/// Minimum and maximum of each group of `g` values of a row of `k` values of `kind` (a QKIT_KIND_ type),
 /// NaN ignored (±inf when a group has no other value). Requires `k % g == 0` and `g % 8 == 0`.
 void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs);
 

@@ -143,7 +143,7 @@ public enum StatisticsEngine {
         let bitsKind: Int32?
 
         init(channels: Int, encoding: TensorEncoding) {
-            bitsKind = StatisticsEngine.kernelKind(encoding).flatMap { $0 == Int32(QKIT_STATS_F32) ? nil : $0 }
+            bitsKind = encoding.kernelKind.flatMap { $0 == Int32(QKIT_KIND_F32) ? nil : $0 }
             columnAbsMax = [Float](repeating: 0, count: bitsKind == nil ? channels : 0)
             columnBits = [UInt16](repeating: 0, count: bitsKind == nil ? 0 : channels)
         }
@@ -159,8 +159,8 @@ public enum StatisticsEngine {
         /// The column maxima as f32.
         var columnMaxima: [Float] {
             switch bitsKind {
-            case Int32(QKIT_STATS_BF16): return columnBits.map { Float(bitPattern: UInt32($0) << 16) }
-            case Int32(QKIT_STATS_F16): return columnBits.map { Float(Float16(bitPattern: $0)) }
+            case Int32(QKIT_KIND_BF16): return columnBits.map { Float(bitPattern: UInt32($0) << 16) }
+            case Int32(QKIT_KIND_F16): return columnBits.map { Float(Float16(bitPattern: $0)) }
             default: return columnAbsMax
             }
         }
@@ -228,28 +228,18 @@ public enum StatisticsEngine {
         }
     }
 
-    /// The C kernel's element type for the encodings it reads directly.
-    static func kernelKind(_ encoding: TensorEncoding) -> Int32? {
-        switch encoding {
-        case .dtype(.f32): Int32(QKIT_STATS_F32)
-        case .dtype(.bf16): Int32(QKIT_STATS_BF16)
-        case .dtype(.f16): Int32(QKIT_STATS_F16)
-        default: nil
-        }
-    }
-
     /// Accumulates `count` elements starting at column `firstColumn` of rows of `rowLength` (0: no channels).
     static func accumulate(_ bytes: UnsafeRawBufferPointer, encoding: TensorEncoding, count: Int, firstColumn: Int,
                            rowLength: Int, shift: Double, into p: inout Partial) throws {
-        if let kind = kernelKind(encoding) {
-            run(kind, bytes.baseAddress!, elementSize: kind == Int32(QKIT_STATS_F32) ? 4 : 2, count: count,
+        if let kind = encoding.kernelKind {
+            run(kind, bytes.baseAddress!, elementSize: kind == Int32(QKIT_KIND_F32) ? 4 : 2, count: count,
                 firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
             return
         }
         var buf = [Float](repeating: 0, count: count)
         try buf.withUnsafeMutableBufferPointer { b in
             try encoding.decode(bytes, into: b)
-            run(Int32(QKIT_STATS_F32), UnsafeRawPointer(b.baseAddress!), elementSize: 4, count: count,
+            run(Int32(QKIT_KIND_F32), UnsafeRawPointer(b.baseAddress!), elementSize: 4, count: count,
                 firstColumn: firstColumn, rowLength: rowLength, shift: Float(shift), into: &p)
         }
     }

@@ -338,7 +338,7 @@ public enum QKitQuantizer {
             let pool = ScratchPool(byteCount: 4 * k + groupLength)
             // Integer RTN straight from the stored row (C kernels); the other cases widen the row to f32 first.
             let storedKind: Int32? = scheme.algorithm == .rtn && fixed == nil && groupLength % 8 == 0 && !scheme.format.isFloat
-                ? StatisticsEngine.kernelKind(.dtype(source)) : nil
+                ? TensorEncoding.dtype(source).kernelKind : nil
             var r = 0
             while r < n {
                 let rows = r..<min(n, r + rowsPerBlock)

@@ -67,7 +67,7 @@ public enum RTN {
     }
 
     /// `quantizeRow` for an integer format on a row read straight from the checkpoint in its stored type
-    /// (`kind`: a `QKIT_STATS_` type of CKernels), with C kernels: the groups' ranges in one pass, the parameters
+    /// (`kind`: `TensorEncoding.kernelKind`), with C kernels: the groups' ranges in one pass, the parameters
     /// here, the codes in a second pass over the row (in L1/L2 by then). The codes and parameters equal
     /// `quantizeRow`'s on the widened values: the encoder does the same f32 operations in the same order.
     /// Requires `groupLength % 8 == 0`, per-group or per-channel parameters, and `scratch` of `4 * k / groupLength`

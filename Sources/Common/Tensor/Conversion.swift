@@ -316,3 +316,16 @@ public enum Conversion {
         return sign * (1 + Float(m) / Float(1 << mantissaBits)) * Float(sign: .plus, exponent: e - bias, significand: 1)
     }
 }
+
+extension TensorEncoding {
+    /// The CKernels element type (`QKIT_KIND_…`) of the encodings its kernels read as stored (F32, BF16, F16);
+    /// `nil` for the others, which are decoded to f32 first.
+    var kernelKind: Int32? {
+        switch self {
+        case .dtype(.f32): Int32(QKIT_KIND_F32)
+        case .dtype(.bf16): Int32(QKIT_KIND_BF16)
+        case .dtype(.f16): Int32(QKIT_KIND_F16)
+        default: nil
+        }
+    }
+}
