@@ -193,24 +193,85 @@ void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, voi
 
 /* ---- Round to nearest on integer grids ---------------------------------------------------------------- */
 
-static inline void range_body(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
+/// Sign-magnitude 16-bit floats (bf16, f16) as signed integers in the order of their values: -0 just below +0,
+/// NaNs beyond the infinities. The map is its own inverse.
+static inline __m256i ordered16(__m256i x) {
+    return _mm256_xor_si256(x, _mm256_and_si256(_mm256_srai_epi16(x, 15), _mm256_set1_epi16(0x7FFF)));
+}
+
+/// The f32 value of a 16-bit float's ordered key.
+static inline float from_ordered16(int kind, int16_t key) {
+    uint16_t bits = (uint16_t)(key ^ ((key >> 15) & 0x7FFF));
+    return load_scalar(kind, &bits, 0);
+}
+
+/// Minimum and maximum of each group of `g` f32 values (a NaN is skipped); four accumulators per bound.
+static inline void range_f32(const void *src, size_t k, size_t g, float *mins, float *maxs) {
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
-        __m256 lo = _mm256_set1_ps(__builtin_inff()), hi = _mm256_set1_ps(-__builtin_inff());
-        for (size_t j = 0; j < g; j += 8) {
-            __m256 v = load8(kind, src, s + j);
-            lo = _mm256_min_ps(v, lo);  /* a NaN v leaves lo as it was */
-            hi = _mm256_max_ps(v, hi);
+        __m256 lo[4], hi[4];
+        for (int a = 0; a < 4; a++) { lo[a] = _mm256_set1_ps(__builtin_inff()); hi[a] = _mm256_set1_ps(-__builtin_inff()); }
+        size_t j = 0;
+        for (; j + 32 <= g; j += 32)
+            for (int a = 0; a < 4; a++) {
+                __m256 v = load8(QKIT_KIND_F32, src, s + j + 8 * a);
+                lo[a] = _mm256_min_ps(v, lo[a]);  /* a NaN v leaves lo as it was */
+                hi[a] = _mm256_max_ps(v, hi[a]);
+            }
+        for (; j < g; j += 8) {
+            __m256 v = load8(QKIT_KIND_F32, src, s + j);
+            lo[0] = _mm256_min_ps(v, lo[0]);
+            hi[0] = _mm256_max_ps(v, hi[0]);
         }
-        mins[gi] = hmin(lo);
-        maxs[gi] = hmax(hi);
+        mins[gi] = hmin(_mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3])));
+        maxs[gi] = hmax(_mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3])));
+    }
+}
+
+/// The same on bf16 or f16 bits, 16 values per instruction on their ordered keys. A group holding a NaN is
+/// redone on f32 values, so that the NaN is skipped. Only the sign of a zero bound can differ from the f32
+/// loop's (which keeps the first of equal values): no scale or zero point depends on it.
+static inline void range_16(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
+    const int16_t top = kind == QKIT_KIND_BF16 ? 0x7F80 : 0x7C00;  /* +inf; -inf's key is -1 - top */
+    const uint16_t *p = (const uint16_t *)src;
+    for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
+        __m256i lo = _mm256_set1_epi16(0x7FFF), hi = _mm256_set1_epi16(-0x8000);
+        size_t j = 0;
+        for (; j + 16 <= g; j += 16) {
+            __m256i key = ordered16(_mm256_loadu_si256((const __m256i *)(p + s + j)));
+            lo = _mm256_min_epi16(lo, key);
+            hi = _mm256_max_epi16(hi, key);
+        }
+        __m128i l = _mm_min_epi16(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+        __m128i h = _mm_max_epi16(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+        if (j < g) {  /* a tail of 8 */
+            __m128i key = _mm256_castsi256_si128(ordered16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p + s + j)))));
+            l = _mm_min_epi16(l, key);
+            h = _mm_max_epi16(h, key);
+        }
+        /* minpos takes unsigned words: x ^ 0x8000 keeps the signed order, x ^ 0x7FFF reverses it */
+        int16_t kmin = (int16_t)(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(l, _mm_set1_epi16(-0x8000)))) ^ 0x8000);
+        int16_t kmax = (int16_t)(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(h, _mm_set1_epi16(0x7FFF)))) ^ 0x7FFF);
+        if (kmax > top || kmin < -1 - top) {
+            __m256 vl = _mm256_set1_ps(__builtin_inff()), vh = _mm256_set1_ps(-__builtin_inff());
+            for (size_t t = 0; t < g; t += 8) {
+                __m256 v = load8(kind, src, s + t);
+                vl = _mm256_min_ps(v, vl);
+                vh = _mm256_max_ps(v, vh);
+            }
+            mins[gi] = hmin(vl);
+            maxs[gi] = hmax(vh);
+        } else {
+            mins[gi] = from_ordered16(kind, kmin);
+            maxs[gi] = from_ordered16(kind, kmax);
+        }
     }
 }
 
 void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
     switch (kind) {
-    case QKIT_KIND_BF16: range_body(QKIT_KIND_BF16, src, k, g, mins, maxs); break;
-    case QKIT_KIND_F16: range_body(QKIT_KIND_F16, src, k, g, mins, maxs); break;
-    default: range_body(QKIT_KIND_F32, src, k, g, mins, maxs);
+    case QKIT_KIND_BF16: range_16(QKIT_KIND_BF16, src, k, g, mins, maxs); break;
+    case QKIT_KIND_F16: range_16(QKIT_KIND_F16, src, k, g, mins, maxs); break;
+    default: range_f32(src, k, g, mins, maxs);
     }
 }
 
@@ -223,21 +284,77 @@ static inline uint64_t low_bytes(__m256i v) {
     return (uint64_t)lo | ((uint64_t)hi << 32);
 }
 
+/// x/s correctly rounded, from r = RN(1/s): y = RN(x·r) is within an ulp of x/s, the residual x − y·s is exact
+/// in an FMA, and one correction step gives RN(x/s) (Markstein's theorem), unless the residual underflows
+/// or x·r overflows; `encode_body` only takes this path for scales in [2^-60, 2^60], where neither can change
+/// a code (see there).
+static inline __m256 quotient(__m256 x, __m256 s, __m256 r) {
+    __m256 y = _mm256_mul_ps(x, r);
+    __m256 e = _mm256_fnmadd_ps(y, s, x);
+    return _mm256_fmadd_ps(e, r, y);
+}
+
+/// The low bytes of the 32 lanes of a, b, c, d (f32 bit patterns), in order.
+static inline __m256i low_bytes32(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256i mask = _mm256_set1_epi32(0xFF), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i ab = _mm256_packus_epi32(_mm256_and_si256(_mm256_castps_si256(a), mask), _mm256_and_si256(_mm256_castps_si256(b), mask));
+    __m256i cd = _mm256_packus_epi32(_mm256_and_si256(_mm256_castps_si256(c), mask), _mm256_and_si256(_mm256_castps_si256(d), mask));
+    /* per 128-bit lane: a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7, as dwords; put them in order */
+    return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+}
+
 static inline void encode_body(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                                float lo, float hi, uint8_t *codes) {
     /* Adding 1.5·2^23 rounds |v| < 2^22 to an integer with ties to even; the low byte of the sum's bits is then
        the code's two's-complement byte (the scalar encoder's trick, so NaN gives the same byte too). */
     const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+#define QKIT_CODE(Q) _mm256_add_ps(_mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(Q, z))), magic)
+    /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
         const __m256 sc = _mm256_set1_ps(scales[gi]), z = _mm256_set1_ps(zeros[gi]);
-        for (size_t j = 0; j < g; j += 8) {
-            __m256 q = _mm256_add_ps(_mm256_div_ps(load8(kind, src, s + j), sc), z);
-            /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
-            q = _mm256_min_ps(vhi, _mm256_max_ps(vlo, q));
-            uint64_t bytes = low_bytes(_mm256_castps_si256(_mm256_add_ps(q, magic)));
-            memcpy(codes + s + j, &bytes, 8);
+        /* With 2^-60 <= s <= 2^60, x·r cannot overflow for any |x| this group's scale came from, and a residual
+           that underflows (|x| < 2^-78) leaves |x/s| < 2^-18: the code is round(z) on either path. */
+        const float a = __builtin_fabsf(scales[gi]);
+        if (a >= 0x1p-60f && a <= 0x1p60f) {
+            const __m256 r = _mm256_set1_ps(1.0f / scales[gi]);
+            size_t j = 0;
+            if (kind == QKIT_KIND_BF16) {
+                /* bf16 widens in place: interleaving zero words below 16 values gives their f32 bits, in the
+                   lane order that the packs below undo. */
+                const __m256i zero = _mm256_setzero_si256(), mask = _mm256_set1_epi32(0xFF);
+                const uint16_t *p = (const uint16_t *)src + s;
+#define QKIT_BYTES(v) _mm256_and_si256(_mm256_castps_si256(v), mask)
+                for (; j + 32 <= g; j += 32) {
+                    __m256i a = _mm256_loadu_si256((const __m256i *)(p + j)), b = _mm256_loadu_si256((const __m256i *)(p + j + 16));
+                    __m256 a0 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, a)), sc, r));
+                    __m256 a1 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, a)), sc, r));
+                    __m256 b0 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, b)), sc, r));
+                    __m256 b1 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, b)), sc, r));
+                    /* per 128-bit lane: a 0-7 | 8-15, then a 0-7, b 16-23 | a 8-15, b 24-31 */
+                    __m256i wa = _mm256_packus_epi32(QKIT_BYTES(a0), QKIT_BYTES(a1)), wb = _mm256_packus_epi32(QKIT_BYTES(b0), QKIT_BYTES(b1));
+                    _mm256_storeu_si256((__m256i *)(codes + s + j), _mm256_permute4x64_epi64(_mm256_packus_epi16(wa, wb), 0xD8));
+                }
+#undef QKIT_BYTES
+            }
+            for (; j + 32 <= g; j += 32) {
+                __m256 q0 = QKIT_CODE(quotient(load8(kind, src, s + j), sc, r));
+                __m256 q1 = QKIT_CODE(quotient(load8(kind, src, s + j + 8), sc, r));
+                __m256 q2 = QKIT_CODE(quotient(load8(kind, src, s + j + 16), sc, r));
+                __m256 q3 = QKIT_CODE(quotient(load8(kind, src, s + j + 24), sc, r));
+                _mm256_storeu_si256((__m256i *)(codes + s + j), low_bytes32(q0, q1, q2, q3));
+            }
+            for (; j < g; j += 8) {
+                uint64_t bytes = low_bytes(_mm256_castps_si256(QKIT_CODE(quotient(load8(kind, src, s + j), sc, r))));
+                memcpy(codes + s + j, &bytes, 8);
+            }
+        } else {
+            for (size_t j = 0; j < g; j += 8) {
+                uint64_t bytes = low_bytes(_mm256_castps_si256(QKIT_CODE(_mm256_div_ps(load8(kind, src, s + j), sc))));
+                memcpy(codes + s + j, &bytes, 8);
+            }
         }
     }
+#undef QKIT_CODE
 }
 
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,

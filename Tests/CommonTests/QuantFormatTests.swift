@@ -54,15 +54,21 @@ struct QuantFormatTests {
           arguments: ["int4:g8:sym", "int4:g128:asym", "int8:g64:sym", "int3:g32:asym", "int2:channel:sym", "int8:channel:asym"])
     func storedRow(_ text: String) throws {
         let sc = try scheme(text)
-        let n = 5, k = 256
+        let n = 12, k = 256
         var state: UInt64 = 21
-        var w: [Float] = (0..<(n * k)).map { _ in
+        var w: [Float] = (0..<(n * k)).map { i in
             state = state &* 6364136223846793005 &+ 1442695040888963407
-            return (Float(state >> 40) / Float(1 << 24) - 0.5) * 3
+            // Rows 5 on span magnitudes 2^-70 … 2^62: the encoder divides by scales outside [2^-60, 2^60]
+            // and multiplies by reciprocals inside (bf16 and f16 flush or overflow some of them: so much the better).
+            let magnitude: Float = i / k < 5 ? 3 : Float(sign: .plus, exponent: -70 + 19 * (i / k - 5), significand: 1)
+            return (Float(state >> 40) / Float(1 << 24) - 0.5) * magnitude
         }
         // Ties: values that land exactly on a half step once their group's scale is known (absmax 7.5 → scale 1 at int4).
         for i in stride(from: 0, to: 16, by: 1) { w[i] = [7.5, -7.5, 2.5, 0.5, -0.5, 1.5, -2.5, 3.25][i % 8] }
         w[300] = 0; w[301] = -0.0
+        // A row of signed zeros; NaN and infinities in others (the range kernel skips NaN in each group).
+        for i in (4 * k)..<(5 * k) { w[i] = i % 3 == 0 ? -0.0 : 0 }
+        w[3 * k + 17] = .nan; w[3 * k + 40] = .infinity; w[6 * k + 200] = -.infinity; w[7 * k + 5] = .nan
         let gl = sc.granularity.groupLength(k: k)
         for dtype in [DType.f32, .bf16, .f16] {
             let stored: [UInt8]
@@ -100,7 +106,7 @@ struct QuantFormatTests {
                 }
             }
             #expect(codes == reference.codes, "\(text) \(dtype)")
-            #expect(params.map(\.storedScale) == reference.parameters.map(\.storedScale) && params.map(\.zero) == reference.parameters.map(\.zero))
+            #expect(params.map(\.storedScale) == reference.parameters.map(\.storedScale) && params.map(\.zero.bitPattern) == reference.parameters.map(\.zero.bitPattern))
         }
     }
 

@@ -38,12 +38,14 @@ enum { QKIT_KIND_F32 = 0, QKIT_KIND_BF16 = 1, QKIT_KIND_F16 = 2 };
 void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc);
 
 /// Minimum and maximum of each group of `g` values of a row of `k` values of `kind` (a QKIT_KIND_ type),
-/// NaN ignored (±inf when a group has no other value). Requires `k % g == 0` and `g % 8 == 0`.
+/// NaN ignored (±inf when a group has no other value); a zero bound may come out as either signed zero.
+/// Requires `k % g == 0` and `g % 8 == 0`.
 void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs);
 
 /// Integer codes of a row: `codes[i] = low byte of clamp(round_even(x_i / scales[i / g] + zeros[i / g]), lo, hi)`
-/// (two's complement for negative codes) — the same operations, in the same order, as qkit's scalar encoder,
-/// so the bytes are identical. Requires `k % g == 0` and `g % 8 == 0`.
+/// (two's complement for negative codes) — the same results as qkit's scalar encoder, byte for byte: the
+/// quotient is taken by reciprocal and one FMA correction, which is exactly x/s for scales in [2^-60, 2^60]
+/// (division outside). Requires `k % g == 0` and `g % 8 == 0`.
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                      float lo, float hi, uint8_t *codes);
 
