@@ -439,6 +439,19 @@ void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, siz
     }
 }
 
+void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint16_t *out) {
+    const __m128i low = _mm_set1_epi8(0x0F);
+    for (size_t r = 0; r < 4; r++)
+        for (size_t c = 0; c < k; c += 32) {
+            /* 32 codes c … c+31 make the eight words j: nibble t holds code c + 8t + j */
+            __m128i v0 = _mm_and_si128(_mm_loadu_si128((const __m128i *)(rows + r * k + c)), low);
+            __m128i v1 = _mm_and_si128(_mm_loadu_si128((const __m128i *)(rows + r * k + c + 16)), low);
+            __m128i a = _mm_or_si128(v0, _mm_slli_epi16(_mm_srli_si128(v0, 8), 4));  /* byte j: codes j, 8 + j */
+            __m128i b = _mm_or_si128(v1, _mm_slli_epi16(_mm_srli_si128(v1, 8), 4));  /* codes 16 + j, 24 + j */
+            _mm_storeu_si128((__m128i *)(out + (c / 64) * 64 + r * 16 + ((c % 64) / 32) * 8), _mm_unpacklo_epi8(a, b));
+        }
+}
+
 void qkit_keep_freed_blocks(void) {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF);

@@ -58,6 +58,11 @@ void qkit_pack_u4(const uint8_t *codes, size_t count, uint32_t *words);
 /// nibble i from bit 4i.
 void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, size_t c1, uint32_t *out);
 
+/// llm-awq TinyChat's v2 packing of four rows of `k` 4-bit values (one per byte; `k % 64 == 0`), `rows` and
+/// `rows + k`… `rows + 3k`, into one `k`-word row: code [r][c] goes to nibble (c % 32) / 8 of word
+/// (c / 64)·64 + r·16 + ((c % 64) / 32)·8 + c % 8.
+void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint16_t *out);
+
 /// glibc: never map a block of its own (`M_MMAP_MAX` 0) and never trim the heap, so large blocks freed are
 /// reused without page faults (`AllocatorTuning.keepFreedBlocks`).
 void qkit_keep_freed_blocks(void);

@@ -1,3 +1,5 @@
+import CKernels
+
 /// llm-awq's TinyChat W4A16 "v2" layout, as `awq/quantize/qmodule.py` `WQLinear` holds it and
 /// `tinychat/utils/load_quant.py` loads it (formats.md §4): `quant_method: "tinychat"`.
 ///
@@ -53,18 +55,12 @@ public struct TinyChatLayout: PackLayout {
 
     public func pack(_ linear: QuantizedLinear, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let (n, k, g) = (linear.n, linear.k, linear.groups)
-        var qweight = [UInt16](repeating: 0, count: n / 4 * k)
-        linear.codes.withUnsafeBufferPointer { cb in
-            qweight.withUnsafeMutableBufferPointer { ob in
+        let qweight = BitPacking.filled(n / 4 * k) { (ob: UnsafeMutableBufferPointer<UInt16>) in
+            linear.codes.withUnsafeBufferPointer { cb in
                 nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
-                // A task: 4 output rows (one word row), each writing only its own words.
-                parallelFor(n / 4) { n4 in
-                    for r in (4 * n4)..<(4 * n4 + 4) {
-                        for kk in 0..<k {
-                            let (w, nib) = TinyChatLayout.position(n: r, k: kk, columns: k)
-                            o[w] |= UInt16(c[r * k + kk] & 0xF) << UInt16(4 * nib)
-                        }
-                    }
+                // A task: 16 output rows (four word rows), each writing only its own words.
+                parallelFor((n / 4 + 3) / 4) { t in
+                    for n4 in (4 * t)..<min(n / 4, 4 * t + 4) { qkit_pack_tinychat(c + 4 * n4 * k, k, o + n4 * k) }
                 }
             }
         }
