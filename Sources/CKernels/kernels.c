@@ -312,10 +312,11 @@ static inline void encode_body(int kind, const void *src, size_t k, size_t g, co
     /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
         const __m256 sc = _mm256_set1_ps(scales[gi]), z = _mm256_set1_ps(zeros[gi]);
-        /* With 2^-60 <= s <= 2^60, x·r cannot overflow for any |x| this group's scale came from, and a residual
-           that underflows (|x| < 2^-78) leaves |x/s| < 2^-18: the code is round(z) on either path. */
-        const float a = __builtin_fabsf(scales[gi]);
-        if (a >= 0x1p-60f && a <= 0x1p60f) {
+        /* With 2^-60 <= |s| <= 2^60 and |x| <= 2^64·|s| (the header's condition), x·r cannot overflow, and a
+           residual that underflows (|x| < 2^-78) leaves |x/s| < 2^-18: with an integer z the code is z on
+           either path. */
+        const float magnitude = __builtin_fabsf(scales[gi]);
+        if (magnitude >= 0x1p-60f && magnitude <= 0x1p60f) {
             const __m256 r = _mm256_set1_ps(1.0f / scales[gi]);
             size_t j = 0;
             if (kind == QKIT_KIND_BF16) {

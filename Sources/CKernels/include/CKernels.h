@@ -43,9 +43,10 @@ void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, voi
 void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs);
 
 /// Integer codes of a row: `codes[i] = low byte of clamp(round_even(x_i / scales[i / g] + zeros[i / g]), lo, hi)`
-/// (two's complement for negative codes) — the same results as qkit's scalar encoder, byte for byte: the
-/// quotient is taken by reciprocal and one FMA correction, which is exactly x/s for scales in [2^-60, 2^60]
-/// (division outside). Requires `k % g == 0` and `g % 8 == 0`.
+/// (two's complement for negative codes) — the same results as qkit's scalar encoder, byte for byte, when the
+/// zero points are integers and every |x| ≤ 2^64·|s| of its group (true of RTN's scales, which come from the
+/// group's own range): the quotient is taken by reciprocal and one FMA correction, which is exactly x/s for
+/// scales in [2^-60, 2^60] (division outside). Requires `k % g == 0` and `g % 8 == 0`.
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                      float lo, float hi, uint8_t *codes);
 

@@ -69,7 +69,8 @@ public enum RTN {
     /// `quantizeRow` for an integer format on a row read straight from the checkpoint in its stored type
     /// (`kind`: `TensorEncoding.kernelKind`), with C kernels: the groups' ranges in one pass, the parameters
     /// here, the codes in a second pass over the row (in L1/L2 by then). The codes and parameters equal
-    /// `quantizeRow`'s on the widened values: the encoder does the same f32 operations in the same order.
+    /// `quantizeRow`'s on the widened values: the encoder divides by reciprocal and one FMA correction, which
+    /// gives exactly x/s here (integer zero points, scales from the group's own range).
     /// Requires `groupLength % 8 == 0`, per-group or per-channel parameters, and `scratch` of `4 * k / groupLength`
     /// floats.
     @inline(__always)
