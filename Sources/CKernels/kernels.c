@@ -79,7 +79,7 @@ static inline int64_t hsum_epi32(__m256i v) {
 enum { stats_prefetch = 1024 };
 
 /// Moments and extremes of 8 values into one set of accumulators.
-#define QKIT_KIND_MOMENTS(x, s1, s2, s3, s4)                                                                 \
+#define STATS_MOMENTS(x, s1, s2, s3, s4)                                                                 \
     do {                                                                                                      \
         __m256 d_ = _mm256_sub_ps(x, sh);                                                                     \
         __m256 d2_ = _mm256_mul_ps(d_, d_);                                                                   \
@@ -116,8 +116,8 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
         for (; j + 16 <= len; j += 16) {
             _mm_prefetch((const char *)src + (b + j) * width + stats_prefetch, _MM_HINT_T0);
             __m256 x = load8(kind, src, b + j), y = load8(kind, src, b + j + 8);
-            QKIT_KIND_MOMENTS(x, a1, a2, a3, a4);
-            QKIT_KIND_MOMENTS(y, b1, b2, b3, b4);
+            STATS_MOMENTS(x, a1, a2, a3, a4);
+            STATS_MOMENTS(y, b1, b2, b3, b4);
         }
         double t1 = hsum(_mm256_add_ps(a1, b1)), t2 = hsum(_mm256_add_ps(a2, b2));
         double t3 = hsum(_mm256_add_ps(a3, b3)), t4 = hsum(_mm256_add_ps(a4, b4));
@@ -205,31 +205,29 @@ static inline float from_ordered16(int kind, int16_t key) {
     return load_scalar(kind, &bits, 0);
 }
 
-/// Minimum and maximum of each group of `g` f32 values (a NaN is skipped); four accumulators per bound.
-static inline void range_f32(const void *src, size_t k, size_t g, float *mins, float *maxs) {
-    for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
-        __m256 lo[4], hi[4];
-        for (int a = 0; a < 4; a++) { lo[a] = _mm256_set1_ps(__builtin_inff()); hi[a] = _mm256_set1_ps(-__builtin_inff()); }
-        size_t j = 0;
-        for (; j + 32 <= g; j += 32)
-            for (int a = 0; a < 4; a++) {
-                __m256 v = load8(QKIT_KIND_F32, src, s + j + 8 * a);
-                lo[a] = _mm256_min_ps(v, lo[a]);  /* a NaN v leaves lo as it was */
-                hi[a] = _mm256_max_ps(v, hi[a]);
-            }
-        for (; j < g; j += 8) {
-            __m256 v = load8(QKIT_KIND_F32, src, s + j);
-            lo[0] = _mm256_min_ps(v, lo[0]);
-            hi[0] = _mm256_max_ps(v, hi[0]);
+/// Minimum and maximum of the `g` values at `src[s…]` (a NaN is skipped); four accumulators per bound.
+static inline void group_range_floats(int kind, const void *src, size_t s, size_t g, float *mn, float *mx) {
+    __m256 lo[4], hi[4];
+    for (int a = 0; a < 4; a++) { lo[a] = _mm256_set1_ps(__builtin_inff()); hi[a] = _mm256_set1_ps(-__builtin_inff()); }
+    size_t j = 0;
+    for (; j + 32 <= g; j += 32)
+        for (int a = 0; a < 4; a++) {
+            __m256 v = load8(kind, src, s + j + 8 * a);
+            lo[a] = _mm256_min_ps(v, lo[a]);  /* a NaN v leaves lo as it was */
+            hi[a] = _mm256_max_ps(v, hi[a]);
         }
-        mins[gi] = hmin(_mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3])));
-        maxs[gi] = hmax(_mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3])));
+    for (; j < g; j += 8) {
+        __m256 v = load8(kind, src, s + j);
+        lo[0] = _mm256_min_ps(v, lo[0]);
+        hi[0] = _mm256_max_ps(v, hi[0]);
     }
+    *mn = hmin(_mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3])));
+    *mx = hmax(_mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3])));
 }
 
 /// The same on bf16 or f16 bits, 16 values per instruction on their ordered keys. A group holding a NaN is
 /// redone on f32 values, so that the NaN is skipped. Only the sign of a zero bound can differ from the f32
-/// loop's (which keeps the first of equal values): no scale or zero point depends on it.
+/// loop's (whose pick between +0 and -0 depends on their order): no scale or zero point depends on it.
 static inline void range_16(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
     const int16_t top = kind == QKIT_KIND_BF16 ? 0x7F80 : 0x7C00;  /* +inf; -inf's key is -1 - top */
     const uint16_t *p = (const uint16_t *)src;
@@ -252,14 +250,7 @@ static inline void range_16(int kind, const void *src, size_t k, size_t g, float
         int16_t kmin = (int16_t)(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(l, _mm_set1_epi16(-0x8000)))) ^ 0x8000);
         int16_t kmax = (int16_t)(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(h, _mm_set1_epi16(0x7FFF)))) ^ 0x7FFF);
         if (kmax > top || kmin < -1 - top) {
-            __m256 vl = _mm256_set1_ps(__builtin_inff()), vh = _mm256_set1_ps(-__builtin_inff());
-            for (size_t t = 0; t < g; t += 8) {
-                __m256 v = load8(kind, src, s + t);
-                vl = _mm256_min_ps(v, vl);
-                vh = _mm256_max_ps(v, vh);
-            }
-            mins[gi] = hmin(vl);
-            maxs[gi] = hmax(vh);
+            group_range_floats(kind, src, s, g, mins + gi, maxs + gi);
         } else {
             mins[gi] = from_ordered16(kind, kmin);
             maxs[gi] = from_ordered16(kind, kmax);
@@ -271,7 +262,8 @@ void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins
     switch (kind) {
     case QKIT_KIND_BF16: range_16(QKIT_KIND_BF16, src, k, g, mins, maxs); break;
     case QKIT_KIND_F16: range_16(QKIT_KIND_F16, src, k, g, mins, maxs); break;
-    default: range_f32(src, k, g, mins, maxs);
+    default:
+        for (size_t s = 0, gi = 0; s < k; s += g, gi++) group_range_floats(QKIT_KIND_F32, src, s, g, mins + gi, maxs + gi);
     }
 }
 

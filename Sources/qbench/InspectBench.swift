@@ -193,8 +193,3 @@ func readBandwidth(threads: Int = 1) -> Double {
     }
     return Double(per * threads * 4) / t
 }
-
-/// "x% of 1-thread / y% of 2-thread" for a rate against two ceilings.
-func fractions(_ rate: Double, _ one: Double, _ two: Double) -> String {
-    fmt(100 * rate / one, 0) + "% / " + fmt(100 * rate / two, 0) + "%"
-}

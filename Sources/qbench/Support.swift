@@ -130,3 +130,8 @@ func touchPages(_ ck: Checkpoint, _ tensors: [CheckpointTensor]) {
     }
     blackHole(sum)
 }
+
+/// "x% of 1-thread / y% of 2-thread" for a rate against two ceilings.
+func fractions(_ rate: Double, _ one: Double, _ two: Double) -> String {
+    fmt(100 * rate / one, 0) + "% / " + fmt(100 * rate / two, 0) + "%"
+}
