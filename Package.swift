@@ -47,7 +47,7 @@ let package = Package(
         // Development targets, not user tools: benchmarks against the peers, synthetic checkpoints.
         .executableTarget(name: "qbench", dependencies: ["Common", "CJSONC", "COpenBLAS"], swiftSettings: fastMath),
         .executableTarget(name: "qsynth", dependencies: ["Common"]),
-        .testTarget(name: "CommonTests", dependencies: ["Common", "CZlib"], exclude: ["Fixtures"], swiftSettings: fastMath),
+        .testTarget(name: "CommonTests", dependencies: ["Common", "CKernels", "CZlib"], exclude: ["Fixtures"], swiftSettings: fastMath),
         .testTarget(name: "ToolTests", dependencies: ["Common"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

@@ -206,7 +206,7 @@ static inline float from_ordered16(int kind, int16_t key) {
 }
 
 /// Minimum and maximum of the `g` values at `src[s…]` (a NaN is skipped); four accumulators per bound.
-static inline void group_range_floats(int kind, const void *src, size_t s, size_t g, float *mn, float *mx) {
+static inline __attribute__((always_inline)) void group_range_floats(int kind, const void *src, size_t s, size_t g, float *mn, float *mx) {
     __m256 lo[4], hi[4];
     for (int a = 0; a < 4; a++) { lo[a] = _mm256_set1_ps(__builtin_inff()); hi[a] = _mm256_set1_ps(-__builtin_inff()); }
     size_t j = 0;
@@ -228,7 +228,7 @@ static inline void group_range_floats(int kind, const void *src, size_t s, size_
 /// The same on bf16 or f16 bits, 16 values per instruction on their ordered keys. A group holding a NaN is
 /// redone on f32 values, so that the NaN is skipped. Only the sign of a zero bound can differ from the f32
 /// loop's (whose pick between +0 and -0 depends on their order): no scale or zero point depends on it.
-static inline void range_16(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
+static inline __attribute__((always_inline)) void range_16(int kind, const void *src, size_t k, size_t g, float *mins, float *maxs) {
     const int16_t top = kind == QKIT_KIND_BF16 ? 0x7F80 : 0x7C00;  /* +inf; -inf's key is -1 - top */
     const uint16_t *p = (const uint16_t *)src;
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
@@ -286,22 +286,82 @@ static inline __m256 quotient(__m256 x, __m256 s, __m256 r) {
     return _mm256_fmadd_ps(e, r, y);
 }
 
-/// The low bytes of the 32 lanes of a, b, c, d (f32 bit patterns), in order.
-static inline __m256i low_bytes32(__m256 a, __m256 b, __m256 c, __m256 d) {
-    const __m256i mask = _mm256_set1_epi32(0xFF), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+/// The low bytes of the 32 lanes of a, b, c, d (f32 bit patterns), `packus` lane order put right by `order`
+/// (as in `codes32`).
+static inline __m256i low_bytes32(__m256 a, __m256 b, __m256 c, __m256 d, __m256i order) {
+    const __m256i mask = _mm256_set1_epi32(0xFF);
     __m256i ab = _mm256_packus_epi32(_mm256_and_si256(_mm256_castps_si256(a), mask), _mm256_and_si256(_mm256_castps_si256(b), mask));
     __m256i cd = _mm256_packus_epi32(_mm256_and_si256(_mm256_castps_si256(c), mask), _mm256_and_si256(_mm256_castps_si256(d), mask));
-    /* per 128-bit lane: a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7, as dwords; put them in order */
     return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
 }
 
-static inline void encode_body(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
-                               float lo, float hi, uint8_t *codes) {
-    /* Adding 1.5·2^23 rounds |v| < 2^22 to an integer with ties to even; the low byte of the sum's bits is then
-       the code's two's-complement byte (the scalar encoder's trick, so NaN gives the same byte too). */
+/// Codes of 32 values by the float path: x/s (reciprocal and one correction) plus z, clamped to [lo, hi] in
+/// float and rounded to even by adding 1.5·2^23, whose sum's low byte is the code's two's-complement byte (the
+/// scalar encoder's trick, so NaN gives the same byte too). Out of line: it only runs for a NaN, or a quotient
+/// beyond what the integer path below narrows.
+static __attribute__((noinline)) __m256i codes32_float(__m256 x0, __m256 x1, __m256 x2, __m256 x3, __m256 sc, __m256 r,
+                                                      __m256 z, float lo, float hi, __m256i order) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
+#define QKIT_CODE(X) _mm256_add_ps(_mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(quotient(X, sc, r), z))), magic)
+    return low_bytes32(QKIT_CODE(x0), QKIT_CODE(x1), QKIT_CODE(x2), QKIT_CODE(x3), order);
+#undef QKIT_CODE
+}
+
+/// The codes of one group of `g` values whose scale is in [2^-60, 2^60], 32 at a time: x/s + z rounded to even by
+/// `cvtps`, narrowed with saturation to 16 and then 8 bits (signed when lo < 0, unsigned otherwise) and clamped
+/// on bytes — the same codes as the float path, since lo and hi are integers. `cvtps` gives INT32_MIN for NaN
+/// and for |v| >= 2^31, which is -32768 after the first narrowing: 32 values holding a -32768 are redone by
+/// `codes32_float` (a real v <= -32768 goes there too). `has_zero` false skips adding z = 0, which only turns
+/// -0 into +0. Prefetches one cache line of `ahead` per 32 values (two for f32).
+static inline __attribute__((always_inline)) void encode_group(int kind, int is_signed, int has_zero, const void *src,
+                                                               size_t g, __m256 sc, __m256 r, __m256 z, float lo, float hi,
+                                                               uint8_t *codes, const char *ahead) {
+    const size_t width = kind == QKIT_KIND_F32 ? 4 : 2;
+    const __m256i blo = _mm256_set1_epi8((char)(int)lo), bhi = _mm256_set1_epi8((char)(int)hi), least = _mm256_set1_epi16(-0x8000);
+    /* bf16 widened in place gives (0-3 8-11 | 4-7 12-15) per 16 values, which `packs` puts back in order; loads
+       of 8 consecutive values come out as dwords (0 2 4 6 | 1 3 5 7). */
+    const __m256i order = kind == QKIT_KIND_BF16 ? _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7) : _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t j = 0; j + 32 <= g; j += 32) {
+        if (ahead) {
+            _mm_prefetch(ahead + j * width, _MM_HINT_T0);
+            if (width == 4) _mm_prefetch(ahead + j * width + 64, _MM_HINT_T0);
+        }
+        __m256 x0, x1, x2, x3;
+        if (kind == QKIT_KIND_BF16) {
+            /* bf16 widens in place: zero words interleaved below 16 values give their f32 bits */
+            const uint16_t *p = (const uint16_t *)src + j;
+            const __m256i zero = _mm256_setzero_si256();
+            __m256i a = _mm256_loadu_si256((const __m256i *)p), b = _mm256_loadu_si256((const __m256i *)(p + 16));
+            x0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, a));
+            x1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, a));
+            x2 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, b));
+            x3 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, b));
+        } else {
+            x0 = load8(kind, src, j);
+            x1 = load8(kind, src, j + 8);
+            x2 = load8(kind, src, j + 16);
+            x3 = load8(kind, src, j + 24);
+        }
+#define QKIT_INT(X) _mm256_cvtps_epi32(has_zero ? _mm256_add_ps(quotient(X, sc, r), z) : quotient(X, sc, r))
+        __m256i wa = _mm256_packs_epi32(QKIT_INT(x0), QKIT_INT(x1)), wb = _mm256_packs_epi32(QKIT_INT(x2), QKIT_INT(x3));
+#undef QKIT_INT
+        __m256i bytes;
+        if (_mm256_testz_si256(_mm256_cmpeq_epi16(_mm256_min_epi16(wa, wb), least), _mm256_cmpeq_epi16(least, least)))
+            bytes = _mm256_permutevar8x32_epi32(is_signed ? _mm256_min_epi8(bhi, _mm256_max_epi8(blo, _mm256_packs_epi16(wa, wb)))
+                                                          : _mm256_min_epu8(bhi, _mm256_max_epu8(blo, _mm256_packus_epi16(wa, wb))), order);
+        else
+            bytes = codes32_float(x0, x1, x2, x3, sc, r, z, lo, hi, order);
+        _mm256_storeu_si256((__m256i *)(codes + j), bytes);
+    }
+}
+
+static inline __attribute__((always_inline)) void encode_body(int kind, int is_signed, const void *src, size_t k, size_t g,
+                                                              const float *scales, const float *zeros, float lo, float hi,
+                                                              uint8_t *codes, const char *ahead) {
+    const size_t width = kind == QKIT_KIND_F32 ? 4 : 2;
     const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
 #define QKIT_CODE(Q) _mm256_add_ps(_mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(Q, z))), magic)
-    /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
         const __m256 sc = _mm256_set1_ps(scales[gi]), z = _mm256_set1_ps(zeros[gi]);
         /* With 2^-60 <= |s| <= 2^60 and |x| <= 2^64·|s| (the header's condition), x·r cannot overflow, and a
@@ -310,33 +370,13 @@ static inline void encode_body(int kind, const void *src, size_t k, size_t g, co
         const float magnitude = __builtin_fabsf(scales[gi]);
         if (magnitude >= 0x1p-60f && magnitude <= 0x1p60f) {
             const __m256 r = _mm256_set1_ps(1.0f / scales[gi]);
-            size_t j = 0;
-            if (kind == QKIT_KIND_BF16) {
-                /* bf16 widens in place: interleaving zero words below 16 values gives their f32 bits, in the
-                   lane order that the packs below undo. */
-                const __m256i zero = _mm256_setzero_si256(), mask = _mm256_set1_epi32(0xFF);
-                const uint16_t *p = (const uint16_t *)src + s;
-#define QKIT_BYTES(v) _mm256_and_si256(_mm256_castps_si256(v), mask)
-                for (; j + 32 <= g; j += 32) {
-                    __m256i a = _mm256_loadu_si256((const __m256i *)(p + j)), b = _mm256_loadu_si256((const __m256i *)(p + j + 16));
-                    __m256 a0 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, a)), sc, r));
-                    __m256 a1 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, a)), sc, r));
-                    __m256 b0 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, b)), sc, r));
-                    __m256 b1 = QKIT_CODE(quotient(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, b)), sc, r));
-                    /* per 128-bit lane: a 0-7 | 8-15, then a 0-7, b 16-23 | a 8-15, b 24-31 */
-                    __m256i wa = _mm256_packus_epi32(QKIT_BYTES(a0), QKIT_BYTES(a1)), wb = _mm256_packus_epi32(QKIT_BYTES(b0), QKIT_BYTES(b1));
-                    _mm256_storeu_si256((__m256i *)(codes + s + j), _mm256_permute4x64_epi64(_mm256_packus_epi16(wa, wb), 0xD8));
-                }
-#undef QKIT_BYTES
-            }
-            for (; j + 32 <= g; j += 32) {
-                __m256 q0 = QKIT_CODE(quotient(load8(kind, src, s + j), sc, r));
-                __m256 q1 = QKIT_CODE(quotient(load8(kind, src, s + j + 8), sc, r));
-                __m256 q2 = QKIT_CODE(quotient(load8(kind, src, s + j + 16), sc, r));
-                __m256 q3 = QKIT_CODE(quotient(load8(kind, src, s + j + 24), sc, r));
-                _mm256_storeu_si256((__m256i *)(codes + s + j), low_bytes32(q0, q1, q2, q3));
-            }
-            for (; j < g; j += 8) {
+            const void *group = (const char *)src + s * width;
+            const char *next = ahead ? ahead + s * width : NULL;
+            if (zeros[gi] != 0.0f)
+                encode_group(kind, is_signed, 1, group, g, sc, r, z, lo, hi, codes + s, next);
+            else
+                encode_group(kind, is_signed, 0, group, g, sc, r, z, lo, hi, codes + s, next);
+            for (size_t j = g / 32 * 32; j < g; j += 8) {
                 uint64_t bytes = low_bytes(_mm256_castps_si256(QKIT_CODE(quotient(load8(kind, src, s + j), sc, r))));
                 memcpy(codes + s + j, &bytes, 8);
             }
@@ -351,12 +391,19 @@ static inline void encode_body(int kind, const void *src, size_t k, size_t g, co
 }
 
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
-                     float lo, float hi, uint8_t *codes) {
+                     float lo, float hi, uint8_t *codes, const void *ahead) {
+    /* One variant per type and signedness of the codes (lo < 0: signed bytes), so that no test is left in
+       the loops. */
+    const char *next = (const char *)ahead;
+    const int is_signed = lo < 0;
+#define QKIT_ENCODE(KIND) do { if (is_signed) encode_body(KIND, 1, src, k, g, scales, zeros, lo, hi, codes, next); \
+                               else encode_body(KIND, 0, src, k, g, scales, zeros, lo, hi, codes, next); } while (0)
     switch (kind) {
-    case QKIT_KIND_BF16: encode_body(QKIT_KIND_BF16, src, k, g, scales, zeros, lo, hi, codes); break;
-    case QKIT_KIND_F16: encode_body(QKIT_KIND_F16, src, k, g, scales, zeros, lo, hi, codes); break;
-    default: encode_body(QKIT_KIND_F32, src, k, g, scales, zeros, lo, hi, codes);
+    case QKIT_KIND_BF16: QKIT_ENCODE(QKIT_KIND_BF16); break;
+    case QKIT_KIND_F16: QKIT_ENCODE(QKIT_KIND_F16); break;
+    default: QKIT_ENCODE(QKIT_KIND_F32);
     }
+#undef QKIT_ENCODE
 }
 
 /* ---- Packing 4-bit codes ------------------------------------------------------------------------------ */

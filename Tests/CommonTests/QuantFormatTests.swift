@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CKernels
 @testable import Common
 
 /// Quantizes a row-major [n, k] matrix the way qquant does (whole-tensor pass for per-tensor scales and
@@ -99,7 +100,8 @@ struct QuantFormatTests {
                             for row in 0..<n {
                                 RTN.quantizeStoredRow(src.baseAddress! + row * rowBytes, kind: kind, k: k, groupLength: gl,
                                                       codec: reference.codec, scratch: f.baseAddress!, codes: c.baseAddress! + row * k,
-                                                      parameters: p.baseAddress! + row * (k / gl))
+                                                      parameters: p.baseAddress! + row * (k / gl),
+                                                      ahead: row + 1 < n ? src.baseAddress! + (row + 1) * rowBytes : nil)
                             }
                         }
                     }
@@ -107,6 +109,38 @@ struct QuantFormatTests {
             }
             #expect(codes == reference.codes, "\(text) \(dtype)")
             #expect(params.map(\.storedScale) == reference.parameters.map(\.storedScale) && params.map(\.zero.bitPattern) == reference.parameters.map(\.zero.bitPattern))
+        }
+    }
+
+    @Test("integer code kernel equals the scalar encoder for scales far below a group's range, any integer zero point, NaN",
+          arguments: ["int4:g32:sym", "int4:g64:asym", "int8:g32:sym", "int8:g32:asym", "int2:g32:sym"])
+    func codeKernel(_ text: String) throws {
+        // Quotients up to 2^41 and beyond int16 take the kernel's float path, the others its byte narrowing and
+        // clamp: both must give the scalar encoder's bytes, for f32 and bf16 rows. (Infinities are outside the
+        // kernel's contract, |x| <= 2^64·|s|: RTN gives their groups an infinite scale, which divides.)
+        let codec = GroupCodec(scheme: try scheme(text))
+        let g = codec.scheme.granularity.groupLength(k: 4096), k = 4096, groups = k / g
+        var state: UInt64 = 5
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }
+        var x: [Float] = (0..<k).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: next()) & 0x3F_FF_00_00 | 0x3C_00_00_00) * (next() % 2 == 0 ? 1 : -1) }
+        x[5] = .nan; x[700] = -.nan; x[1500] = -0.0; x[2000] = 0
+        let scales: [Float] = (0..<groups).map { _ in Float(sign: .plus, exponent: -Int(next() % 41), significand: 1 + Float(next() % 1000) / 1000) }
+        let zeros: [Float] = (0..<groups).map { _ in codec.scheme.symmetric ? 0 : Float(next() % UInt64(codec.maxCode + 1)) }
+        let bf16 = x.map { UInt16($0.bitPattern >> 16) }
+        for (kind, widened) in [(TensorEncoding.dtype(.f32).kernelKind!, x), (TensorEncoding.dtype(.bf16).kernelKind!, bf16.map { Float(bitPattern: UInt32($0) << 16) })] {
+            var expected = [UInt8](repeating: 0, count: k), codes = [UInt8](repeating: 1, count: k)
+            widened.withUnsafeBufferPointer { w in
+                expected.withUnsafeMutableBufferPointer { e in
+                    for gi in 0..<groups {
+                        codec.encodeInteger(w.baseAddress! + gi * g, count: g, scale: scales[gi], zero: zeros[gi], into: e.baseAddress! + gi * g)
+                    }
+                }
+            }
+            let source: [UInt8] = kind == TensorEncoding.dtype(.f32).kernelKind! ? x.withUnsafeBytes { Array($0) } : bf16.withUnsafeBytes { Array($0) }
+            source.withUnsafeBytes { src in
+                qkit_encode_int(kind, src.baseAddress!, k, g, scales, zeros, codec.minCode, codec.maxCode, &codes, nil)
+            }
+            #expect(zip(codes, expected).filter { $0 != $1 }.count == 0, "\(text) kind \(kind)")
         }
     }
 

@@ -47,8 +47,10 @@ void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins
 /// zero points are integers and every |x| ≤ 2^64·|s| of its group (true of RTN's scales, which come from the
 /// group's own range): the quotient is taken by reciprocal and one FMA correction, which is exactly x/s for
 /// scales in [2^-60, 2^60] (division outside). Requires `k % g == 0` and `g % 8 == 0`.
+/// `ahead`, when not NULL, is the row to be read next (`k` values of `kind`): it is prefetched as this one is
+/// encoded, so that its loads overlap this row's arithmetic (a prefetch never faults, whatever the address).
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
-                     float lo, float hi, uint8_t *codes);
+                     float lo, float hi, uint8_t *codes, const void *ahead);
 
 /// Packs 4-bit codes (low nibbles of `codes`) eight to a word, code t of a word in bits 4t…4t+3:
 /// `words[i / 8] |= (codes[i] & 15) << 4 (i % 8)`, ⌈count / 8⌉ words.

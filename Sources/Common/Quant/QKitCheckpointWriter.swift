@@ -354,7 +354,8 @@ public enum QKitQuantizer {
                                 let params = pbase + (fixed == nil ? row * groupsPerRow : 0)
                                 if let storedKind {
                                     RTN.quantizeStoredRow(data.baseAddress! + row * rowBytes, kind: storedKind, k: k, groupLength: groupLength,
-                                                          codec: codec, scratch: f, codes: c + i * k, parameters: params)
+                                                          codec: codec, scratch: f, codes: c + i * k, parameters: params,
+                                                          ahead: data.baseAddress! + (row + 1) * rowBytes)
                                     continue
                                 }
                                 Conversion.decode(source, UnsafeRawBufferPointer(rebasing: data[(row * rowBytes)..<((row + 1) * rowBytes)]),

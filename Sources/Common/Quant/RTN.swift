@@ -72,11 +72,11 @@ public enum RTN {
     /// `quantizeRow`'s on the widened values: the encoder divides by reciprocal and one FMA correction, which
     /// gives exactly x/s here (integer zero points, scales from the group's own range).
     /// Requires `groupLength % 8 == 0`, per-group or per-channel parameters, and `scratch` of `4 * k / groupLength`
-    /// floats.
+    /// floats. `ahead`, the row to be quantized next, is prefetched while this one is encoded (never read).
     @inline(__always)
     public static func quantizeStoredRow(_ src: UnsafeRawPointer, kind: Int32, k: Int, groupLength: Int, codec: GroupCodec,
                                          scratch: UnsafeMutablePointer<Float>, codes: UnsafeMutablePointer<UInt8>,
-                                         parameters: UnsafeMutablePointer<GroupCodec.Parameters>) {
+                                         parameters: UnsafeMutablePointer<GroupCodec.Parameters>, ahead: UnsafeRawPointer? = nil) {
         let groups = k / groupLength
         let (mins, maxs, scales, zeros) = (scratch, scratch + groups, scratch + 2 * groups, scratch + 3 * groups)
         qkit_group_range(kind, src, k, groupLength, mins, maxs)
@@ -86,6 +86,6 @@ public enum RTN {
             scales[g] = p.scale
             zeros[g] = p.zero
         }
-        qkit_encode_int(kind, src, k, groupLength, scales, zeros, codec.minCode, codec.maxCode, codes)
+        qkit_encode_int(kind, src, k, groupLength, scales, zeros, codec.minCode, codec.maxCode, codes, ahead)
     }
 }
