@@ -21,15 +21,17 @@ func runQuant(_ args: [String]) throws {
 
     let ck = try Checkpoint(path: model)
     let recipe = try QuantRecipe(defaultScheme: QuantScheme(format: .int(bits: 4), granularity: .group(128), symmetric: true))
-    let (rate, bytes, count) = try kernelRate(ck, recipe: recipe, file: min(shard, ck.files.count - 1), reps: reps)
-    var rows = [["what", "GB/s", "of memcpy, 1 / 2 threads"], ["memcpy 1 GiB, 1 thread / 2 threads", fmt(copyRate) + " / " + fmt(copyRate2), ""],
-                ["qquant RTN int4 g128 kernel, \(count) linears, \(fmt(Double(bytes) / 1e9)) GB warm", fmt(rate), fractions(rate, copyRate, copyRate2)]]
+    let (rate, bytes, count, busy) = try kernelRate(ck, recipe: recipe, file: min(shard, ck.files.count - 1), reps: reps)
+    var rows = [["what", "GB/s", "of memcpy, 1 / 2 threads", "cores busy"],
+                ["memcpy 1 GiB, 1 thread / 2 threads", fmt(copyRate) + " / " + fmt(copyRate2), "", ""],
+                ["qquant RTN int4 g128 kernel, \(count) linears, \(fmt(Double(bytes) / 1e9)) GB warm", fmt(rate), fractions(rate, copyRate, copyRate2),
+                 fmt(busy) + " of \(Threads.count)"]]
     printTable(rows)
 
     guard let smol = o.values["smollm"], let python = o.values["peer"] else { return }
     let smolCk = try Checkpoint(path: smol)
     let g64 = try QuantRecipe(defaultScheme: QuantScheme(format: .int(bits: 4), granularity: .group(64), symmetric: true))
-    let (smolRate, smolBytes, _) = try kernelRate(smolCk, recipe: g64, file: nil, reps: reps + 1)
+    let (smolRate, smolBytes, _, _) = try kernelRate(smolCk, recipe: g64, file: nil, reps: reps + 1)
     let ourKernel = Double(smolBytes) / 1e9 / smolRate
 
     let scratch = NSTemporaryDirectory() + "qbench-quant-\(getpid())"
@@ -61,22 +63,25 @@ func runQuant(_ args: [String]) throws {
 }
 
 /// Runs qquant's per-tensor pass over the quantizable tensors of one file of `ck` (or all) with a null sink,
-/// after reading them once so that their pages are in memory; best of `reps`.
-private func kernelRate(_ ck: Checkpoint, recipe: QuantRecipe, file: Int?, reps: Int) throws -> (rate: Double, bytes: Int, count: Int) {
+/// after reading them once so that their pages are in memory; best of `reps`. `busy`: CPU seconds over wall
+/// seconds of all the runs (how many cores the pass kept busy on average).
+private func kernelRate(_ ck: Checkpoint, recipe: QuantRecipe, file: Int?, reps: Int) throws -> (rate: Double, bytes: Int, count: Int, busy: Double) {
     let tensors = ck.tensors.filter { (file == nil || $0.fileIndex == file) && recipe.scheme(for: $0.name, shape: $0.shape) != nil }
     guard !tensors.isEmpty else { throw UsageError(description: "\(ck.path): no decoder linear weights to quantize") }
     let bytes = tensors.reduce(0) { $0 + $1.byteCount }
     touchPages(ck, tensors)
     let options = QuantizeOptions(recipe: recipe)
     var written = 0
+    let (wall0, cpu0) = (now(), cpuSeconds())
     let best = try bestOf(reps) {
         for t in tensors {
             try QKitQuantizer.quantizeTensor(t, of: ck, scheme: recipe.scheme(for: t.name, shape: t.shape)!, options: options,
                                              sink: { written &+= $0.count })
         }
     }
+    let busy = (cpuSeconds() - cpu0) / (now() - wall0)
     blackHole(written)
-    return (Double(bytes) / best / 1e9, bytes, tensors.count)
+    return (Double(bytes) / best / 1e9, bytes, tensors.count, busy)
 }
 
 /// llm-compressor's data-free W4A16 g64 RTN (the same scheme as `qquant --group 64`): load, oneshot (timed on

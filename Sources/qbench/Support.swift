@@ -15,6 +15,13 @@ func now() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// CPU seconds (user and system) the process has used so far, all threads.
+func cpuSeconds() -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
+}
+
 /// Best (smallest) wall time of `reps` runs of `body`, in seconds.
 func bestOf(_ reps: Int, _ body: () throws -> Void) rethrows -> Double {
     var best = Double.infinity
