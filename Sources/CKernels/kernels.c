@@ -115,17 +115,7 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
         size_t j = 0;
         for (; j + 16 <= len; j += 16) {
             _mm_prefetch((const char *)src + (b + j) * width + stats_prefetch, _MM_HINT_T0);
-            __m256 x, y;
-            if (kind == QKIT_KIND_BF16) {
-                /* bf16 widens in place (zero words below each value): values 0-3 8-11 and 4-7 12-15, an order
-                   the sums and extremes do not depend on */
-                __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + b + j));
-                x = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), v));
-                y = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), v));
-            } else {
-                x = load8(kind, src, b + j);
-                y = load8(kind, src, b + j + 8);
-            }
+            __m256 x = load8(kind, src, b + j), y = load8(kind, src, b + j + 8);
             STATS_MOMENTS(x, a1, a2, a3, a4);
             STATS_MOMENTS(y, b1, b2, b3, b4);
         }
