@@ -12,8 +12,8 @@ struct QInspect: ParsableCommand {
             any *.safetensors, or one *.gguf; a diffusers pipeline root, model_index.json without config.json, opens its \
             transformer/), a GGUF file, or - for \
             standard input (a pipe is spooled to an unlinked temporary file, so memory stays bounded). Listing and \
-            --summary read headers only. --stats, --hist and --verify map the data 4M elements at a time \
-            (MADV_POPULATE_READ) and drop those pages after, several tensors and chunks at a time (resident memory \
+            --summary read headers only. --stats, --hist and --verify read the data through the map 4M elements \
+            at a time and drop those pages after, several tensors and chunks at a time (resident memory \
             stays near 40 MB for a 16 GB checkpoint); \
             --diff reads both checkpoints through mmap. Results do not depend on the number of cores.
 

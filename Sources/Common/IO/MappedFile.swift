@@ -66,18 +66,6 @@ public final class MappedFile: @unchecked Sendable {
         madvise(base + start, r.upperBound - start, MADV_WILLNEED)
     }
 
-    /// Maps the pages of a range in one call (MADV_POPULATE_READ, Linux 5.14) instead of one fault per few
-    /// pages. Only advice: on an older kernel it fails and the pages fault in as they are read.
-    public func populate(_ range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = range.lowerBound / page * page
-        madvise(base + start, range.upperBound - start, MappedFile.populateRead)
-    }
-
-    /// MADV_POPULATE_READ (Glibc's headers may predate it).
-    static let populateRead: Int32 = 22
-
     /// Lets the kernel drop the pages of a range that has been consumed (keeps RSS bounded).
     public func release(_ range: Range<Int>) {
         guard let base, !range.isEmpty else { return }
