@@ -309,7 +309,7 @@ static __attribute__((noinline)) __m256i codes32_float(__m256 x0, __m256 x1, __m
 }
 
 /// The codes of one group of `g` values whose scale is in [2^-60, 2^60], 32 at a time: x/s + z rounded to even by
-/// `cvtps`, narrowed with saturation to 16 and then 8 bits (signed when lo < 0, unsigned otherwise) and clamped
+/// `cvtps` (MXCSR's default rounding, which nothing here changes), narrowed with saturation to 16 and then 8 bits (signed when lo < 0, unsigned otherwise) and clamped
 /// on bytes — the same codes as the float path, since lo and hi are integers. `cvtps` gives INT32_MIN for NaN
 /// and for |v| >= 2^31, which is -32768 after the first narrowing: 32 values holding a -32768 are redone by
 /// `codes32_float` (a real v <= -32768 goes there too). `has_zero` false skips adding z = 0, which only turns

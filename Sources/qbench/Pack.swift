@@ -17,7 +17,7 @@ func runPack(_ args: [String]) throws {
     let names = (o.values["layouts"] ?? "vllm-awq,vllm-gptq,compressed-tensors,tinychat,lightllm").split(separator: ",").map(String.init)
 
     let probe = CopyProbe()
-    let (copyRate, copyRate2) = ((0...reps).map { _ in probe.rate(threads: 1) }.max()!, (0...reps).map { _ in probe.rate(threads: 2) }.max()!)
+    let (copyRate, copyRate2) = (probe.best(threads: 1, reps: reps + 1), probe.best(threads: 2, reps: reps + 1))
     AllocatorTuning.keepFreedBlocks()  // as qpack does
     let ck = try Checkpoint(path: model)
     let source = try PackSource(ck)
@@ -60,13 +60,6 @@ func runPack(_ args: [String]) throws {
     printTable(rows)
 }
 
-/// Bytes per second of `memcpy` of 1 GiB between two buffers already faulted in (best of `reps`), the copy split
-/// between `threads` threads.
-func copyBandwidth(reps: Int, threads: Int = 1) -> Double {
-    let probe = CopyProbe()
-    return (0..<max(1, reps)).map { _ in probe.rate(threads: threads) }.max()!
-}
-
 /// Two 1 GiB buffers faulted in once, so that the copy ceiling can be measured right before each run of a
 /// benchmark: on this VM both move together by up to 2× within a minute, and a fraction taken from adjacent
 /// measurements is steadier than one of two bests taken far apart.
@@ -83,7 +76,7 @@ final class CopyProbe {
 
     deinit { a.deallocate(); b.deallocate() }
 
-    /// Bytes per second of one `memcpy` of 1 GiB, split between `threads` threads.
+    /// GB/s of one `memcpy` of 1 GiB, split between `threads` threads.
     func rate(threads: Int) -> Double {
         nonisolated(unsafe) let (src, dst) = (a, b)
         let per = size / threads
@@ -92,6 +85,11 @@ final class CopyProbe {
         let t = now() - t0
         blackHole(dst)
         return Double(per * threads) / t / 1e9
+    }
+
+    /// The best `rate(threads:)` of `reps`.
+    func best(threads: Int, reps: Int) -> Double {
+        (0..<max(1, reps)).map { _ in rate(threads: threads) }.max()!
     }
 }
 

@@ -19,7 +19,7 @@ func runQuant(_ args: [String]) throws {
     let shard = try o.int("shard", 1)
 
     let probe = CopyProbe()
-    let (copyRate, copyRate2) = ((0...reps).map { _ in probe.rate(threads: 1) }.max()!, (0...reps).map { _ in probe.rate(threads: 2) }.max()!)
+    let (copyRate, copyRate2) = (probe.best(threads: 1, reps: reps + 1), probe.best(threads: 2, reps: reps + 1))
 
     let ck = try Checkpoint(path: model)
     let recipe = try QuantRecipe(defaultScheme: QuantScheme(format: .int(bits: 4), granularity: .group(128), symmetric: true))
