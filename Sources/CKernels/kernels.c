@@ -287,7 +287,7 @@ static inline __m256 quotient(__m256 x, __m256 s, __m256 r) {
 }
 
 /// The low bytes of the 32 lanes of a, b, c, d (f32 bit patterns), `packus` lane order put right by `order`
-/// (as in `codes32`).
+/// (as in `encode_group`).
 static inline __m256i low_bytes32(__m256 a, __m256 b, __m256 c, __m256 d, __m256i order) {
     const __m256i mask = _mm256_set1_epi32(0xFF);
     __m256i ab = _mm256_packus_epi32(_mm256_and_si256(_mm256_castps_si256(a), mask), _mm256_and_si256(_mm256_castps_si256(b), mask));
@@ -295,22 +295,26 @@ static inline __m256i low_bytes32(__m256 a, __m256 b, __m256 c, __m256 d, __m256
     return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
 }
 
-/// Codes of 32 values by the float path: x/s (reciprocal and one correction) plus z, clamped to [lo, hi] in
-/// float and rounded to even by adding 1.5·2^23, whose sum's low byte is the code's two's-complement byte (the
-/// scalar encoder's trick, so NaN gives the same byte too). Out of line: it only runs for a NaN, or a quotient
-/// beyond what the integer path below narrows.
+/// The float path's code of quotients q: q + z clamped to [lo, hi] in float and rounded to even by adding
+/// 1.5·2^23, whose sum's low byte is the code's two's-complement byte (the scalar encoder's trick, so NaN gives
+/// the same byte too: max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do).
+static inline __m256 code_float(__m256 q, __m256 z, float lo, float hi) {
+    return _mm256_add_ps(_mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), _mm256_add_ps(q, z))),
+                         _mm256_set1_ps(12582912.0f));
+}
+
+/// Codes of 32 values by the float path (x/s by reciprocal and one correction). Out of line: it only runs for
+/// a NaN, or a quotient beyond what `encode_group`'s integer path narrows.
 static __attribute__((noinline)) __m256i codes32_float(__m256 x0, __m256 x1, __m256 x2, __m256 x3, __m256 sc, __m256 r,
                                                       __m256 z, float lo, float hi, __m256i order) {
-    const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-    /* max(lo, q) and min(hi, q) return q when q is NaN, as the scalar comparisons do */
-#define QKIT_CODE(X) _mm256_add_ps(_mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(quotient(X, sc, r), z))), magic)
-    return low_bytes32(QKIT_CODE(x0), QKIT_CODE(x1), QKIT_CODE(x2), QKIT_CODE(x3), order);
-#undef QKIT_CODE
+    return low_bytes32(code_float(quotient(x0, sc, r), z, lo, hi), code_float(quotient(x1, sc, r), z, lo, hi),
+                       code_float(quotient(x2, sc, r), z, lo, hi), code_float(quotient(x3, sc, r), z, lo, hi), order);
 }
 
 /// The codes of one group of `g` values whose scale is in [2^-60, 2^60], 32 at a time: x/s + z rounded to even by
-/// `cvtps` (MXCSR's default rounding, which nothing here changes), narrowed with saturation to 16 and then 8 bits (signed when lo < 0, unsigned otherwise) and clamped
-/// on bytes — the same codes as the float path, since lo and hi are integers. `cvtps` gives INT32_MIN for NaN
+/// `cvtps` (MXCSR's default rounding, which nothing here changes), narrowed with saturation to 16 and then 8 bits
+/// (signed when lo < 0, unsigned otherwise) and clamped on bytes — the same codes as the float path, since lo
+/// and hi are integers. `cvtps` gives INT32_MIN for NaN
 /// and for |v| >= 2^31, which is -32768 after the first narrowing: 32 values holding a -32768 are redone by
 /// `codes32_float` (a real v <= -32768 goes there too). `has_zero` false skips adding z = 0, which only turns
 /// -0 into +0. Prefetches one cache line of `ahead` per 32 values (two for f32).
@@ -360,8 +364,6 @@ static inline __attribute__((always_inline)) void encode_body(int kind, int is_s
                                                               const float *scales, const float *zeros, float lo, float hi,
                                                               uint8_t *codes, const char *ahead) {
     const size_t width = kind == QKIT_KIND_F32 ? 4 : 2;
-    const __m256 magic = _mm256_set1_ps(12582912.0f), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-#define QKIT_CODE(Q) _mm256_add_ps(_mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_add_ps(Q, z))), magic)
     for (size_t s = 0, gi = 0; s < k; s += g, gi++) {
         const __m256 sc = _mm256_set1_ps(scales[gi]), z = _mm256_set1_ps(zeros[gi]);
         /* With 2^-60 <= |s| <= 2^60 and |x| <= 2^64·|s| (the header's condition), x·r cannot overflow, and a
@@ -377,17 +379,16 @@ static inline __attribute__((always_inline)) void encode_body(int kind, int is_s
             else
                 encode_group(kind, is_signed, 0, group, g, sc, r, z, lo, hi, codes + s, next);
             for (size_t j = g / 32 * 32; j < g; j += 8) {
-                uint64_t bytes = low_bytes(_mm256_castps_si256(QKIT_CODE(quotient(load8(kind, src, s + j), sc, r))));
+                uint64_t bytes = low_bytes(_mm256_castps_si256(code_float(quotient(load8(kind, src, s + j), sc, r), z, lo, hi)));
                 memcpy(codes + s + j, &bytes, 8);
             }
         } else {
             for (size_t j = 0; j < g; j += 8) {
-                uint64_t bytes = low_bytes(_mm256_castps_si256(QKIT_CODE(_mm256_div_ps(load8(kind, src, s + j), sc))));
+                uint64_t bytes = low_bytes(_mm256_castps_si256(code_float(_mm256_div_ps(load8(kind, src, s + j), sc), z, lo, hi)));
                 memcpy(codes + s + j, &bytes, 8);
             }
         }
     }
-#undef QKIT_CODE
 }
 
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
