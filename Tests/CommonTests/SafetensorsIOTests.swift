@@ -66,6 +66,45 @@ struct SafetensorsIOTests {
         #expect(listDirectory(dir) == ["m.safetensors"], "no temporary file left")
     }
 
+    @Test("output reaches the file in pieces that end on 2 MiB offsets, bytes unchanged")
+    func alignedWrites() throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let path = dir + "/out.bin"
+        let f = try AtomicFile(path: path)
+        var pieces: [(Int, Int)] = []
+        f.writeObserver = { pieces.append(($0, $1)) }
+        // Sizes that cross the buffer and alignment boundaries in every way: tiny, odd, one short of
+        // 2 MiB, several MiB at once from an unaligned and then an aligned offset.
+        let mib = 1 << 20
+        let sizes = [8, 1_234_567, 2 * mib - 1, 1, 5 * mib + 3, 3, 9 * mib, 2 * mib - 1_234_582, 6 * mib, 777]
+        var expected: [UInt8] = []
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for n in sizes {
+            var chunk = [UInt8](repeating: 0, count: n)
+            for i in 0..<n {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                chunk[i] = UInt8(truncatingIfNeeded: state >> 56)
+            }
+            expected += chunk
+            try f.write(chunk)
+        }
+        try f.commit()
+        let back = try MappedFile(path: path)
+        #expect(back.count == expected.count)
+        #expect(Array(back.bytes) == expected)
+        #expect(pieces.map(\.1).reduce(0, +) == expected.count)
+        var offset = 0
+        for (i, (at, n)) in pieces.enumerated() {
+            #expect(at == offset)
+            offset += n
+            if i < pieces.count - 1 {
+                #expect(offset % (2 * mib) == 0, "piece \(i) ends at \(offset)")
+            }
+        }
+        #expect(pieces.dropLast().allSatisfy { $0.1 >= 2 * mib }, "\(pieces.map(\.1))")
+    }
+
     @Test("a writer dropped before finish leaves nothing")
     func abandoned() throws {
         let dir = SafetensorsFixture.temporaryDirectory()

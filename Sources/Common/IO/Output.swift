@@ -4,14 +4,24 @@ import Glibc
 
 /// A file being written: under a temporary name beside the target until `commit()` renames it into
 /// place, so a failure or a kill never leaves a partial file under the target's name. `-` writes to
-/// standard output (no rename). Writes are buffered.
+/// standard output (no rename).
+///
+/// Writes are buffered and reach the file in pieces that end on 2 MiB file offsets, 2 MiB or more at a time.
+/// The page cache then holds the file in 2 MiB folios, which the next tool of a pipeline maps with one page
+/// fault per 2 MiB. Measured on this project's machine (ext4, Linux 6.18): mapping a warm 2 GB file whole
+/// (`MADV_POPULATE_READ`) took 1–2 ms when it had been written in 2 MiB or 8 MiB pieces, about 190 ms in
+/// 1 MiB pieces and 146 ms in 4 KiB ones; the 4.9 GB shard qsynth writes maps in 4 ms.
 public final class AtomicFile {
     public let path: String
     private let temporaryPath: String?
     private var fd: Int32
     private var buffer: UnsafeMutableRawPointer
     private var buffered = 0
-    private static let bufferSize = 1 << 20
+    /// Bytes handed to write(2) so far (the buffer's file offset).
+    private var flushedBytes = 0
+    private static let bufferSize = 4 << 20
+    /// The file offsets at which buffered writes end (a huge page).
+    private static let writeAlignment = 2 << 20
     private var committed = false
     /// Whether `commit()` flushes the file to the disk (fsync) before renaming it.
     private let durable: Bool
@@ -54,19 +64,26 @@ public final class AtomicFile {
 
     /// Appends bytes.
     public func write(_ bytes: UnsafeRawBufferPointer) throws(IOError) {
-        guard bytes.count > 0 else { return }
+        guard var next = bytes.baseAddress, bytes.count > 0 else { return }
         bytesWritten += bytes.count
-        if buffered + bytes.count <= Self.bufferSize {
-            (buffer + buffered).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-            buffered += bytes.count
-            return
-        }
-        try flush()
-        if bytes.count >= Self.bufferSize {
-            try writeAll(bytes)
-        } else {
-            buffer.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-            buffered = bytes.count
+        var left = bytes.count
+        while left > 0 {
+            if buffered == 0, left >= Self.writeAlignment {
+                let direct = left / Self.writeAlignment * Self.writeAlignment
+                try writeAll(UnsafeRawBufferPointer(start: next, count: direct))
+                flushedBytes += direct
+                next += direct
+                left -= direct
+                continue
+            }
+            // Every piece but the last (from commit) is a multiple of the alignment, so the buffer starts on
+            // an aligned file offset and a full one ends on one.
+            let n = min(Self.bufferSize - buffered, left)
+            (buffer + buffered).copyMemory(from: next, byteCount: n)
+            buffered += n
+            next += n
+            left -= n
+            if buffered == Self.bufferSize { try flush() }
         }
     }
 
@@ -92,10 +109,15 @@ public final class AtomicFile {
     private func flush() throws(IOError) {
         guard buffered > 0 else { return }
         try writeAll(UnsafeRawBufferPointer(start: buffer, count: buffered))
+        flushedBytes += buffered
         buffered = 0
     }
 
+    /// Sees each piece handed to write(2) as (file offset, byte count); for tests.
+    var writeObserver: ((Int, Int) -> Void)?
+
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(IOError) {
+        writeObserver?(flushedBytes, bytes.count)
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
