@@ -25,6 +25,21 @@ struct QInspectToolTests {
         #expect(r.stderr.isEmpty)
     }
 
+    @Test("paths alone (listed without the argument parser) print what the parsed command prints")
+    func plainListingMatchesParsed() throws {
+        let dir = try tinyModel()
+        for paths in [[dir], [dir, dir + "/model.safetensors"]] {
+            let plain = try Tool.run("qinspect", paths)
+            let parsed = try Tool.run("qinspect", ["--filter", "*"] + paths)
+            #expect(plain.status == 0 && parsed.status == 0)
+            #expect(plain.stdout == parsed.stdout && plain.stderr == parsed.stderr)
+        }
+        let missing = try Tool.run("qinspect", [dir, "/nonexistent/x.safetensors"])
+        #expect(missing.status == 66)
+        #expect(missing.stderr.hasPrefix("qinspect: /nonexistent/x.safetensors: ") && missing.stderr.filter { $0 == "\n" }.count == 1)
+        #expect(missing.stdout.contains("2 tensors, 48 elements, 160 B (BF16 ×1, F32 ×1)\n"), "the first checkpoint is listed")
+    }
+
     @Test func jsonAndJsonl() throws {
         let dir = try tinyModel()
         let j = try Tool.run("qinspect", ["--json", "--summary", "--stats", dir + "/model.safetensors"])
