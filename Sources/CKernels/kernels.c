@@ -467,13 +467,7 @@ void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, siz
                 awq_words32(r + 32, k, w + 32);
                 for (int q = 0; q < TK; q++) tile[q][t] = w[q];
             }
-            /* A whole tile's rows are copied by a fixed-size memcpy, which the compiler inlines instead of a libc
-               call per 64 bytes (a quarter of perf's samples). The time went to the stores themselves: the
-               packing rate did not change measurably. */
-            if (m == TC)
-                for (int q = 0; q < TK; q++) memcpy(out + (kk + q) * words + c, tile[q], 4 * TC);
-            else
-                for (int q = 0; q < TK; q++) memcpy(out + (kk + q) * words + c, tile[q], 4 * m);
+            for (int q = 0; q < TK; q++) memcpy(out + (kk + q) * words + c, tile[q], 4 * m);
         }
     }
     for (; kk < k; kk++) {
