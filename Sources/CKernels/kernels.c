@@ -409,27 +409,30 @@ void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float 
 
 /* ---- Packing 4-bit codes ------------------------------------------------------------------------------ */
 
-void qkit_pack_u4(const uint8_t *codes, size_t count, uint32_t *words) {
-    const __m256i low = _mm256_set1_epi8(0x0F), weights = _mm256_set1_epi16(0x1001);
+void qkit_pack_u4(const uint8_t *codes, size_t count, uint8_t bias, uint32_t *words) {
+    const __m256i low = _mm256_set1_epi8(0x0F), weights = _mm256_set1_epi16(0x1001), b = _mm256_set1_epi8((char)bias);
     size_t i = 0;
     for (; i + 32 <= count; i += 32) {
-        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(codes + i)), low);
+        __m256i v = _mm256_and_si256(_mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(codes + i)), b), low);
         __m256i pairs = _mm256_maddubs_epi16(v, weights);  /* code 2j + 16 · code 2j+1, in 16 bits */
         __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0x08);
         _mm_storeu_si128((__m128i *)(words + i / 8), _mm256_castsi256_si128(bytes));
     }
     for (; i < count; i += 8) {
         uint32_t w = 0;
-        for (size_t t = 0; t < 8 && i + t < count; t++) w |= (uint32_t)(codes[i + t] & 0x0F) << (4 * t);
+        for (size_t t = 0; t < 8 && i + t < count; t++) w |= (uint32_t)((uint8_t)(codes[i + t] + bias) & 0x0F) << (4 * t);
         words[i / 8] = w;
     }
 }
 
+/* The row of 8 held in nibble i of an AWQ word. */
+static const int AWQ_ROW[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
 /// 32 AWQ words (columns kk … kk+31 of rows r[0], r[k], …, r[7k]) into `w`, in column order.
-static inline void awq_words32(const uint8_t *r, size_t k, uint32_t *w) {
+static inline void awq_words32(const uint8_t *r, size_t k, __m256i bias, uint32_t *w) {
     const __m256i low = _mm256_set1_epi8(0x0F);
     __m256i R[8];
-    for (int j = 0; j < 8; j++) R[j] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + j * k)), low);
+    for (int j = 0; j < 8; j++) R[j] = _mm256_and_si256(_mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(r + j * k)), bias), low);
     /* Word bytes: r0|r2<<4, r4|r6<<4, r1|r3<<4, r5|r7<<4 (nibble i holds row [0,2,4,6,1,3,5,7][i]). */
     __m256i b0 = _mm256_or_si256(R[0], _mm256_slli_epi16(R[2], 4));
     __m256i b1 = _mm256_or_si256(R[4], _mm256_slli_epi16(R[6], 4));
@@ -446,51 +449,120 @@ static inline void awq_words32(const uint8_t *r, size_t k, uint32_t *w) {
     _mm256_storeu_si256((__m256i *)(w + 24), _mm256_permute2x128_si256(w2, w3, 0x31));
 }
 
-void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, size_t c1, uint32_t *out) {
+/* dst[j · dstStride + r] = src[r · srcStride + j] for r < 16, j < cols, in 8 × 8 blocks. When dst and its stride
+   allow, each dst row goes out as one whole 64-byte line of non-temporal stores: no read for ownership of lines
+   that are overwritten whole, and the packed output (read by nothing here) does not evict the input. The caller
+   fences (sfence) before the stores are read by another thread. */
+static void transpose16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
+    int stream = ((uintptr_t)dst & 63) == 0 && (dstStride & 15) == 0;
+    size_t j = 0;
+    for (; j + 8 <= cols; j += 8) {
+        __m256i h[2][8];
+        for (int half = 0; half < 2; half++) {
+            const uint32_t *s = src + 8 * half * srcStride + j;
+            __m256i r0 = _mm256_loadu_si256((const __m256i *)(s)), r1 = _mm256_loadu_si256((const __m256i *)(s + srcStride));
+            __m256i r2 = _mm256_loadu_si256((const __m256i *)(s + 2 * srcStride)), r3 = _mm256_loadu_si256((const __m256i *)(s + 3 * srcStride));
+            __m256i r4 = _mm256_loadu_si256((const __m256i *)(s + 4 * srcStride)), r5 = _mm256_loadu_si256((const __m256i *)(s + 5 * srcStride));
+            __m256i r6 = _mm256_loadu_si256((const __m256i *)(s + 6 * srcStride)), r7 = _mm256_loadu_si256((const __m256i *)(s + 7 * srcStride));
+            __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);
+            __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);
+            __m256i t4 = _mm256_unpacklo_epi32(r4, r5), t5 = _mm256_unpackhi_epi32(r4, r5);
+            __m256i t6 = _mm256_unpacklo_epi32(r6, r7), t7 = _mm256_unpackhi_epi32(r6, r7);
+            __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+            __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+            __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+            __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+            h[half][0] = _mm256_permute2x128_si256(u0, u4, 0x20); h[half][1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+            h[half][2] = _mm256_permute2x128_si256(u2, u6, 0x20); h[half][3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+            h[half][4] = _mm256_permute2x128_si256(u0, u4, 0x31); h[half][5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+            h[half][6] = _mm256_permute2x128_si256(u2, u6, 0x31); h[half][7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+        }
+        for (int q = 0; q < 8; q++) {
+            __m256i *d = (__m256i *)(dst + (j + q) * dstStride);
+            if (stream) { _mm256_stream_si256(d, h[0][q]); _mm256_stream_si256(d + 1, h[1][q]); }
+            else { _mm256_storeu_si256(d, h[0][q]); _mm256_storeu_si256(d + 1, h[1][q]); }
+        }
+    }
+    for (; j < cols; j++) for (int r = 0; r < 16; r++) dst[j * dstStride + r] = src[r * srcStride + j];
+}
+void qkit_pack_awq(const uint8_t *values, size_t k, uint8_t bias, size_t words, size_t c0, size_t c1, uint32_t *out) {
+    const __m256i b = _mm256_set1_epi8((char)bias);
     /* Tiles of 64 columns × up to 16 packed columns: each input line is used whole once loaded (rows lie k
-       apart, a multiple of 4 KiB for most models, so they share L1 sets and would not stay), and the tile goes
-       out as whole 64-byte rows instead of scattered 4-byte stores. */
+       apart, a multiple of 4 KiB for most models, so they share L1 sets and would not stay); the tile is built
+       as 16 rows of words, one per packed column, and goes out transposed as whole 64-byte lines. */
     enum { TK = 64, TC = 16 };
-    uint32_t tile[TK][TC];
+    uint32_t tile[TC][TK];
+    /* Rows start equally far into a line when k % 64 == 0 (a tensor's data need not start on one): the first
+       tile is taken where the rows start and the next ones from the first line boundary on (re-packing up to 63
+       columns), so that each row of a tile is one line, not parts of two. The last tile may overlap too. */
+    size_t head = k % 64 == 0 ? (64 - ((uintptr_t)values & 63)) & 63 : 0;
     size_t kk = 0;
-    for (; kk + TK <= k; kk += TK) {
-        for (size_t c = c0; c < c1; c += TC) {
-            size_t m = c1 - c < TC ? c1 - c : TC;
-            for (size_t t = 0; t < m; t++) {
-                uint32_t w[TK];
-                const uint8_t *r = values + 8 * (c + t) * k + kk;
-                /* The rows two packed columns on (or the next tile's first ones): demand misses would wait on DRAM. */
-                const uint8_t *ahead = t + 2 < m ? r + 16 * k : values + 8 * (c + t + 2 - m) * k + kk + TK;
-                if (ahead + 8 * k <= values + 8 * c1 * k)
-                    for (int j = 0; j < 8; j++) _mm_prefetch((const char *)(ahead + j * k), _MM_HINT_T0);
-                awq_words32(r, k, w);
-                awq_words32(r + 32, k, w + 32);
-                for (int q = 0; q < TK; q++) tile[q][t] = w[q];
+    if (k >= TK)
+        for (;;) {
+            for (size_t c = c0; c < c1; c += TC) {
+                size_t m = c1 - c < TC ? c1 - c : TC;
+                for (size_t t = 0; t < m; t++) {
+                    const uint8_t *r = values + 8 * (c + t) * k + kk;
+                    /* The rows two packed columns on (or the next tile's first ones): demand misses would wait on DRAM. */
+                    const uint8_t *ahead = t + 2 < m ? r + 16 * k : values + 8 * (c + t + 2 - m) * k + kk + TK;
+                    if (ahead + 8 * k <= values + 8 * c1 * k)
+                        for (int j = 0; j < 8; j++) _mm_prefetch((const char *)(ahead + j * k), _MM_HINT_T0);
+                    awq_words32(r, k, b, tile[t]);
+                    awq_words32(r + 32, k, b, tile[t] + 32);
+                }
+                if (m == TC)
+                    transpose16(&tile[0][0], TK, TK, out + kk * words + c, words);
+                else
+                    for (int q = 0; q < TK; q++)
+                        for (size_t t = 0; t < m; t++) out[(kk + q) * words + c + t] = tile[t][q];
             }
-            for (int q = 0; q < TK; q++) memcpy(out + (kk + q) * words + c, tile[q], 4 * m);
+            if (kk + TK == k) break;
+            size_t next = kk == 0 && head ? head : kk + TK;
+            kk = next + TK > k ? k - TK : next;
         }
-    }
-    for (; kk < k; kk++) {
-        for (size_t c = c0; c < c1; c++) {
-            const uint8_t *r = values + 8 * c * k + kk;
-            out[kk * words + c] = (uint32_t)(r[0] & 15) | (uint32_t)(r[2 * k] & 15) << 4 | (uint32_t)(r[4 * k] & 15) << 8 |
-                                  (uint32_t)(r[6 * k] & 15) << 12 | (uint32_t)(r[1 * k] & 15) << 16 |
-                                  (uint32_t)(r[3 * k] & 15) << 20 | (uint32_t)(r[5 * k] & 15) << 24 | (uint32_t)(r[7 * k] & 15) << 28;
-        }
-    }
+    _mm_sfence();
+    if (k < TK)
+        for (kk = 0; kk < k; kk++)
+            for (size_t c = c0; c < c1; c++) {
+                const uint8_t *r = values + 8 * c * k + kk;
+                uint32_t w = 0;
+                for (int i = 0; i < 8; i++) w |= (uint32_t)((uint8_t)(r[AWQ_ROW[i] * k] + bias) & 15) << (4 * i);
+                out[kk * words + c] = w;
+            }
 }
 
-void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint16_t *out) {
-    const __m128i low = _mm_set1_epi8(0x0F);
-    for (size_t r = 0; r < 4; r++)
-        for (size_t c = 0; c < k; c += 32) {
-            /* 32 codes c … c+31 make the eight words j: nibble t holds code c + 8t + j */
-            __m128i v0 = _mm_and_si128(_mm_loadu_si128((const __m128i *)(rows + r * k + c)), low);
-            __m128i v1 = _mm_and_si128(_mm_loadu_si128((const __m128i *)(rows + r * k + c + 16)), low);
-            __m128i a = _mm_or_si128(v0, _mm_slli_epi16(_mm_srli_si128(v0, 8), 4));  /* byte j: codes j, 8 + j */
-            __m128i b = _mm_or_si128(v1, _mm_slli_epi16(_mm_srli_si128(v1, 8), 4));  /* codes 16 + j, 24 + j */
-            _mm_storeu_si128((__m128i *)(out + (c / 64) * 64 + r * 16 + ((c % 64) / 32) * 8), _mm_unpacklo_epi8(a, b));
+void qkit_store_transposed16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
+    transpose16(src, srcStride, cols, dst, dstStride);
+    _mm_sfence();
+}
+
+void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint8_t bias, uint16_t *out) {
+    const __m128i low = _mm_set1_epi8(0x0F), b = _mm_set1_epi8((char)bias);
+    int stream = ((uintptr_t)out & 31) == 0;
+    /* Per 64 codes of the four rows, the 64 words they make (two whole lines): out of L1 in one go, streamed
+       past the cache when aligned (no read for ownership of lines overwritten whole). */
+    for (size_t c = 0; c < k; c += 64) {
+        __m256i line[4];
+        for (size_t r = 0; r < 4; r++) {
+            __m128i half[2];
+            for (int h = 0; h < 2; h++) {
+                /* 32 codes c' … c'+31 make the eight words j: nibble t holds code c' + 8t + j */
+                const uint8_t *p = rows + r * k + c + 32 * h;
+                __m128i v0 = _mm_and_si128(_mm_add_epi8(_mm_loadu_si128((const __m128i *)p), b), low);
+                __m128i v1 = _mm_and_si128(_mm_add_epi8(_mm_loadu_si128((const __m128i *)(p + 16)), b), low);
+                __m128i x = _mm_or_si128(v0, _mm_slli_epi16(_mm_srli_si128(v0, 8), 4));  /* byte j: codes j, 8 + j */
+                __m128i y = _mm_or_si128(v1, _mm_slli_epi16(_mm_srli_si128(v1, 8), 4));  /* codes 16 + j, 24 + j */
+                half[h] = _mm_unpacklo_epi8(x, y);
+            }
+            line[r] = _mm256_set_m128i(half[1], half[0]);  /* words r·16 … r·16 + 15 of the 64 */
         }
+        __m256i *d = (__m256i *)(out + c);
+        if (stream)
+            for (int r = 0; r < 4; r++) _mm256_stream_si256(d + r, line[r]);
+        else
+            for (int r = 0; r < 4; r++) _mm256_storeu_si256(d + r, line[r]);
+    }
+    _mm_sfence();
 }
 
 void qkit_keep_freed_blocks(void) {

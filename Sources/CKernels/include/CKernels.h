@@ -52,19 +52,25 @@ void qkit_group_range(int kind, const void *src, size_t k, size_t g, float *mins
 void qkit_encode_int(int kind, const void *src, size_t k, size_t g, const float *scales, const float *zeros,
                      float lo, float hi, uint8_t *codes, const void *ahead);
 
-/// Packs 4-bit codes (low nibbles of `codes`) eight to a word, code t of a word in bits 4t…4t+3:
-/// `words[i / 8] |= (codes[i] & 15) << 4 (i % 8)`, ⌈count / 8⌉ words.
-void qkit_pack_u4(const uint8_t *codes, size_t count, uint32_t *words);
+/// Packs 4-bit codes (low nibbles of `codes[i] + bias`) eight to a word, code t of a word in bits 4t…4t+3:
+/// `words[i / 8] |= ((codes[i] + bias) & 15) << 4 (i % 8)`, ⌈count / 8⌉ words. (`bias` 8 turns qkit's signed
+/// INT4 codes, read in place, into unsigned ones.)
+void qkit_pack_u4(const uint8_t *codes, size_t count, uint8_t bias, uint32_t *words);
 
-/// AutoAWQ's GEMM packing of `[N, k]` 4-bit values (one per byte) into `[k, words]` words (words = N / 8), for
-/// packed columns c0 ≤ c < c1: `out[kk · words + c]` holds rows 8c + [0, 2, 4, 6, 1, 3, 5, 7] of column kk,
-/// nibble i from bit 4i.
-void qkit_pack_awq(const uint8_t *values, size_t k, size_t words, size_t c0, size_t c1, uint32_t *out);
+/// AutoAWQ's GEMM packing of `[N, k]` 4-bit values (one per byte, each plus `bias`) into `[k, words]` words
+/// (words = N / 8), for packed columns c0 ≤ c < c1: `out[kk · words + c]` holds rows 8c + [0, 2, 4, 6, 1, 3, 5, 7]
+/// of column kk, nibble i from bit 4i.
+void qkit_pack_awq(const uint8_t *values, size_t k, uint8_t bias, size_t words, size_t c0, size_t c1, uint32_t *out);
 
-/// llm-awq TinyChat's v2 packing of four rows of `k` 4-bit values (one per byte; `k % 64 == 0`), `rows` and
-/// `rows + k`… `rows + 3k`, into one `k`-word row: code [r][c] goes to nibble (c % 32) / 8 of word
+/// Stores 16 rows of `cols` words transposed: `dst[j · dstStride + r] = src[r · srcStride + j]` (r < 16, j < cols).
+/// With `dst` 64-byte aligned and `dstStride % 16 == 0`, each dst row is written as one whole line of
+/// non-temporal stores (no read for ownership); the stores are fenced before it returns.
+void qkit_store_transposed16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride);
+
+/// llm-awq TinyChat's v2 packing of four rows of `k` 4-bit values (one per byte, each plus `bias`; `k % 64 == 0`),
+/// `rows` and `rows + k`… `rows + 3k`, into one `k`-word row: code [r][c] goes to nibble (c % 32) / 8 of word
 /// (c / 64)·64 + r·16 + ((c % 64) / 32)·8 + c % 8.
-void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint16_t *out);
+void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint8_t bias, uint16_t *out);
 
 /// glibc: never map a block of its own (`M_MMAP_MAX` 0) and never trim the heap, so large blocks freed are
 /// reused without page faults (`AllocatorTuning.keepFreedBlocks`).

@@ -45,28 +45,24 @@ public struct AWQLayout: PackLayout {
 
     public func pack(_ linear: QuantizedLinear, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let (n, k, g) = (linear.n, linear.k, linear.groups)
-        try AWQLayout.packColumns(linear.codes, rows: n, columns: k, sink: sink)
-        try AWQLayout.packColumns(linear.zeros!, rows: n, columns: g, sink: sink)
-        var t = [Float](repeating: 0, count: g * n)
-        for r in 0..<n { for j in 0..<g { t[j * n + r] = linear.scales[r * g + j] } }
-        try emitFloats(t, as: .f16, sink)
+        try linear.codes.withBiasedBytes { try AWQLayout.packColumns($0, bias: $1, rows: n, columns: k, sink: sink) }
+        try linear.zeros!.withUnsafeBufferPointer { try AWQLayout.packColumns($0, bias: 0, rows: n, columns: g, sink: sink) }
+        try emitFloats(linear.scalesByGroup, as: .f16, sink)
     }
 
-    /// Packs `[rows, columns]` 4-bit values into the transposed `[columns, rows/8]` AWQ words.
-    static func packColumns(_ values: [UInt8], rows n: Int, columns k: Int, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    /// Packs `[rows, columns]` 4-bit values (each plus `bias`) into the transposed `[columns, rows/8]` AWQ words.
+    static func packColumns(_ values: UnsafeBufferPointer<UInt8>, bias: UInt8, rows n: Int, columns k: Int,
+                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let words = n / 8
-        let out: [UInt32] = BitPacking.filled(k * words) { ob in
-            values.withUnsafeBufferPointer { vb in
-                nonisolated(unsafe) let (v, o) = (vb.baseAddress!, ob.baseAddress!)
-                // A task: 16 packed columns (128 rows) over all K; each k writes 64 contiguous bytes (C kernel).
-                let block = 16
-                parallelFor((words + block - 1) / block) { task in
-                    let c0 = task * block, c1 = min(words, c0 + block)
-                    qkit_pack_awq(v, k, words, c0, c1, o)
-                }
+        try BitPacking.emit(k * words, to: sink) { (ob: UnsafeMutableBufferPointer<UInt32>) in
+            nonisolated(unsafe) let (v, o) = (values.baseAddress!, ob.baseAddress!)
+            // A task: 16 packed columns (128 rows) over all K; each k writes one 64-byte line (C kernel).
+            let block = 16
+            parallelFor((words + block - 1) / block) { task in
+                let c0 = task * block, c1 = min(words, c0 + block)
+                qkit_pack_awq(v, k, bias, words, c0, c1, o)
             }
         }
-        try out.withUnsafeBytes { try sink($0) }
     }
 
     /// AutoAWQ's `quantization_config` (`AwqConfig.to_transformers_dict`, key order kept).

@@ -129,17 +129,16 @@ public struct CompressedTensorsLayout: PackLayout {
         case "pack-quantized":
             let b = linear.integerBits
             let words = BitPacking.wordCount(k, bits: b)
-            let packed: [UInt32] = BitPacking.filled(n * words) { ob in
-                linear.codes.withUnsafeBufferPointer { cb in
+            try BitPacking.emit(n * words, to: sink) { (ob: UnsafeMutableBufferPointer<UInt32>) in
+                linear.codes.withBiasedBytes { cb, bias in
                     nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
                     parallelFor((n + 15) / 16) { task in
                         for r in (task * 16)..<min(n, task * 16 + 16) {
-                            BitPacking.packRow(c + r * k, count: k, bits: b, into: o + r * words)
+                            BitPacking.packRow(c + r * k, count: k, bits: b, bias: bias, into: o + r * words)
                         }
                     }
                 }
             }
-            try packed.withUnsafeBytes { try sink($0) }
             try emitFloats(scales, as: scaleDType, sink)
             try [Int64(n), Int64(k)].withUnsafeBytes { try sink($0) }
             if !linear.scheme.symmetric {
@@ -159,7 +158,7 @@ public struct CompressedTensorsLayout: PackLayout {
                 try out.withUnsafeBytes { try sink($0) }
             }
         case "int-quantized":
-            try linear.codes.map { $0 &- 128 }.withUnsafeBytes { try sink($0) }
+            try linear.codes.withUnsafeBytes(adding: 128) { try sink($0) }  // in place for qkit's own INT8 codes
             try emitFloats(scales, as: scaleDType, sink)
             if let s = linear.inputScale { try emitFloats([s], as: scaleDType, sink) }
         case "float-quantized":

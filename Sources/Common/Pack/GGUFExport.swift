@@ -247,24 +247,26 @@ public enum GGUFExport {
     /// One row of a canonical linear as Q4_0, Q4_1 or Q8_0 blocks (its groups of 32 are the blocks).
     static func encodeExact(_ q: QuantizedLinear, row r: Int, type: GGMLType, into p: UnsafeMutableRawPointer) {
         let k = q.k, g = q.groups
-        for b in 0..<(k / 32) {
-            let codes = r * k + 32 * b
-            let s = q.scales[(q.scaleRows == 1 ? 0 : r) * g + b]
-            let z = q.zeros.map { Int($0[(q.scaleRows == 1 ? 0 : r) * g + b]) } ?? 0
-            switch type {
-            case .q4_0, .q4_1:
-                let block = p + b * type.typeSize
-                block.storeBytes(of: Float16(s).bitPattern, as: UInt16.self)
-                var o = 2
-                if type == .q4_1 {
-                    block.storeBytes(of: Float16(-Float(z) * s).bitPattern, toByteOffset: 2, as: UInt16.self)
-                    o = 4
+        q.codes.withBiasedBytes { c, bias in
+            for b in 0..<(k / 32) {
+                let codes = r * k + 32 * b
+                let s = q.scales[(q.scaleRows == 1 ? 0 : r) * g + b]
+                let z = q.zeros.map { Int($0[(q.scaleRows == 1 ? 0 : r) * g + b]) } ?? 0
+                switch type {
+                case .q4_0, .q4_1:
+                    let block = p + b * type.typeSize
+                    block.storeBytes(of: Float16(s).bitPattern, as: UInt16.self)
+                    var o = 2
+                    if type == .q4_1 {
+                        block.storeBytes(of: Float16(-Float(z) * s).bitPattern, toByteOffset: 2, as: UInt16.self)
+                        o = 4
+                    }
+                    for j in 0..<16 { block.storeBytes(of: ((c[codes + j] &+ bias) & 0xF) | (c[codes + j + 16] &+ bias) << 4, toByteOffset: o + j, as: UInt8.self) }
+                default:
+                    let block = p + b * 34
+                    block.storeBytes(of: Float16(s).bitPattern, as: UInt16.self)
+                    for j in 0..<32 { block.storeBytes(of: c[codes + j] &+ bias &- 128, toByteOffset: 2 + j, as: UInt8.self) }
                 }
-                for j in 0..<16 { block.storeBytes(of: (q.codes[codes + j] & 0xF) | (q.codes[codes + j + 16] << 4), toByteOffset: o + j, as: UInt8.self) }
-            default:
-                let block = p + b * 34
-                block.storeBytes(of: Float16(s).bitPattern, as: UInt16.self)
-                for j in 0..<32 { block.storeBytes(of: Int8(truncatingIfNeeded: Int(q.codes[codes + j]) - 128), toByteOffset: 2 + j, as: Int8.self) }
             }
         }
     }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// The GPTQ layout vLLM, GPTQModel and transformers load: `quant_method: "gptq"` (formats.md §1b).
 ///
 /// Per linear `[N, K]` with b-bit codes and groups of G along K (G = K per channel, `group_size: -1`):
@@ -50,8 +52,8 @@ public struct GPTQLayout: PackLayout {
         let (n, k, g) = (linear.n, linear.k, linear.groups)
         let kw = k * b / 32
         // qweight: each output channel's K codes as one bit stream, stored down column n.
-        let qweight: [UInt32] = BitPacking.filled(kw * n) { ob in
-            linear.codes.withUnsafeBufferPointer { cb in
+        try BitPacking.emit(kw * n, to: sink) { (ob: UnsafeMutableBufferPointer<UInt32>) in
+            linear.codes.withBiasedBytes { cb, bias in
                 nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
                 let block = 16
                 parallelFor((n + block - 1) / block) { task in
@@ -59,13 +61,16 @@ public struct GPTQLayout: PackLayout {
                     let tmp = UnsafeMutablePointer<UInt32>.allocate(capacity: block * kw)
                     defer { tmp.deallocate() }
                     for r in n0..<n1 {
-                        BitPacking.packRow(c + r * k, count: k, bits: b, into: tmp + (r - n0) * kw)
+                        BitPacking.packRow(c + r * k, count: k, bits: b, bias: bias, into: tmp + (r - n0) * kw)
                     }
-                    for w in 0..<kw { for r in n0..<n1 { o[w * n + r] = tmp[(r - n0) * kw + w] } }
+                    if n1 - n0 == block {
+                        qkit_store_transposed16(tmp, kw, kw, o + n0, n)  // whole 64-byte lines of 16 channels
+                    } else {
+                        for w in 0..<kw { for r in n0..<n1 { o[w * n + r] = tmp[(r - n0) * kw + w] } }
+                    }
                 }
             }
         }
-        try qweight.withUnsafeBytes { try sink($0) }
         // qzeros: per group, the N zero points as one stream (v1: z − 1).
         let zeros = linear.zeros!
         if !v2, !linear.scheme.symmetric, let i = zeros.firstIndex(of: 0) {
@@ -73,17 +78,15 @@ public struct GPTQLayout: PackLayout {
                                         what: "zero point 0 (row \(i / g), group \(i % g)) in v1 (z − 1); use --gptq-v2")
         }
         let zw = n * b / 32
-        var qzeros = [UInt32](repeating: 0, count: g * zw)
-        let minus: UInt32 = v2 ? 0 : 1
-        qzeros.withUnsafeMutableBufferPointer { ob in
-            for j in 0..<g {
-                BitPacking.pack(count: n, bits: b, into: ob.baseAddress! + j * zw) { UInt32(zeros[$0 * g + j]) &- minus }
+        let byGroup = linear.zerosByGroup!
+        try BitPacking.emit(g * zw, to: sink) { (ob: UnsafeMutableBufferPointer<UInt32>) in
+            byGroup.withUnsafeBufferPointer { z in
+                for j in 0..<g {  // v1 stores z − 1: a bias of 255 (wrapping), masked to b bits
+                    BitPacking.packRow(z.baseAddress! + j * n, count: n, bits: b, bias: v2 ? 0 : 255, into: ob.baseAddress! + j * zw)
+                }
             }
         }
-        try qzeros.withUnsafeBytes { try sink($0) }
-        var t = [Float](repeating: 0, count: g * n)
-        for r in 0..<n { for j in 0..<g { t[j * n + r] = linear.scales[(linear.scaleRows == 1 ? 0 : r) * g + j] } }
-        try emitFloats(t, as: .f16, sink)
+        try emitFloats(linear.scalesByGroup, as: .f16, sink)
         let gIdx = linear.groupIndex ?? (0..<k).map { Int32($0 / linear.groupLength) }
         try gIdx.withUnsafeBytes { try sink($0) }
     }

@@ -122,15 +122,16 @@ public struct MLCPreset: Sendable, Equatable, CustomStringConvertible {
     /// bits (`0…2^bits − 1`): MLC's zero point is fixed, so a group whose codes reach farther cannot be stored.
     /// Returns the converted codes, or the first element that does not fit.
     public func mlcCodes(_ q: QuantizedLinear) -> Result<[UInt8], MLCCodeRangeError> {
-        var out = [UInt8](repeating: 0, count: q.codes.count)
+        let codes = q.codes.array
+        var out = [UInt8](repeating: 0, count: codes.count)
         let top = (1 << bits) - 1
         for r in 0..<q.n {
             for c in 0..<q.k {
                 let g = q.group(ofColumn: c)
                 let z = Int(q.zeros?[(q.scaleRows == 1 ? 0 : r) * q.groups + g] ?? 0)
-                let v = Int(q.codes[r * q.k + c]) - z + maxInt
+                let v = Int(codes[r * q.k + c]) - z + maxInt
                 guard v >= 0, v <= top else {
-                    return .failure(MLCCodeRangeError(row: r, column: c, code: Int(q.codes[r * q.k + c]) - z, lowest: -maxInt, highest: top - maxInt))
+                    return .failure(MLCCodeRangeError(row: r, column: c, code: Int(codes[r * q.k + c]) - z, lowest: -maxInt, highest: top - maxInt))
                 }
                 out[r * q.k + c] = UInt8(v)
             }

@@ -180,7 +180,7 @@ public enum NunchakuPacker {
     static func pack(_ p: Plan, _ q: QuantizedLinear, ck: Checkpoint, dtype: DType) throws -> [[UInt8]] {
         let (n, k, np, kp, rp) = (p.plan.n, p.plan.k, p.np, p.kp, p.rp)
         let prefix = p.plan.prefix
-        var out = weightTensors(p, codes: q.codes, scales: q.scales, realGroups: q.groups, globalScale: q.globalScale, dtype: dtype)
+        var out = weightTensors(p, codes: q.codes.array, scales: q.scales, realGroups: q.groups, globalScale: q.globalScale, dtype: dtype)
         // Bias and smooth: channel vectors in pack_scale's order, padding 1.
         func channelVector(_ values: [Float]?, count: Int, padded: Int, fill: Float) -> [Float] {
             var v = [Float](repeating: 1, count: padded)

@@ -86,24 +86,12 @@ public final class PackSource {
         if let packed { return try packed.unpack(plan.prefix, rows: 0..<plan.n) }
         let ck = checkpoint, p = plan.prefix
         let q = ck[p + ".weight_q"]!, s = ck[p + ".weight_scale"]!
-        let count = plan.n * plan.k
         let raw = ck.data(q)
         let bits = plan.scheme.integerBits
-        // Copied out of the map on every thread, 4 MiB at a time (two threads copy 1.4–1.8× what one does here).
-        let offset: UInt8 = plan.scheme.symmetric && bits > 0 ? UInt8(1 << (bits - 1)) : 0  // I8 codes q → q + 2^(b−1)
-        let chunk = 1 << 22
-        let codes: [UInt8] = BitPacking.filled(count) { c in
-            nonisolated(unsafe) let (dst, src) = (c.baseAddress!, raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
-            parallelFor((count + chunk - 1) / chunk) { t in
-                let range = (t * chunk)..<min(count, (t + 1) * chunk)
-                if offset == 0 {
-                    (dst + range.lowerBound).update(from: src + range.lowerBound, count: range.count)
-                } else {
-                    for i in range { dst[i] = src[i] &+ offset }
-                }
-            }
-        }
-        ck.files[q.fileIndex].release(q.fileRange)
+        // Read in place by the packer (I8 codes q → q + 2^(b−1)); the pages are let go when the codes are.
+        let bias: UInt8 = plan.scheme.symmetric && bits > 0 ? UInt8(1 << (bits - 1)) : 0
+        let codes = LinearCodes(mapped: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: plan.n * plan.k, bias: bias,
+                                file: ck.files[q.fileIndex], range: q.fileRange)
         let scales = try readFloats(ck, s)
         var zeros: [UInt8]?
         if bits > 0 {

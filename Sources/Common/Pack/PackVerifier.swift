@@ -89,8 +89,9 @@ public enum PackVerifier {
         var out: [String] = []
         let p = a.prefix
         guard a.k == b.k, a.n == b.n else { return ["\(p): shape [\(b.n), \(b.k)], source [\(a.n), \(a.k)]"] }
-        if let i = a.codes.indices.first(where: { a.codes[$0] != b.codes[$0] }) {
-            out.append("\(p): code [\(i / a.k), \(i % a.k)] is \(b.codes[i]), source \(a.codes[i])")
+        let (ac, bc) = (a.codes.array, b.codes.array)
+        if let i = ac.indices.first(where: { ac[$0] != bc[$0] }) {
+            out.append("\(p): code [\(i / a.k), \(i % a.k)] is \(bc[i]), source \(ac[i])")
         }
         // Scales and zeros per element, as each row sees them (layouts may store a shared scale per row).
         let g = a.groups

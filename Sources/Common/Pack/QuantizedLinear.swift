@@ -13,8 +13,8 @@ public struct QuantizedLinear: Sendable {
     /// Rows (out features) held: `rows` of the full `[fullRows, k]` weight.
     public var rows: Range<Int>
     public var k: Int
-    /// `[rows.count, k]` codes.
-    public var codes: [UInt8]
+    /// `[rows.count, k]` codes, owned or read in place from a checkpoint's map.
+    public var codes: LinearCodes
     /// `[scaleRows, groups]` scale values (F32; NVFP4: the FP8 group scale's value, before the global divisor).
     public var scales: [Float]
     /// 1 (one scale row for the tensor) or `rows.count`.
@@ -30,6 +30,30 @@ public struct QuantizedLinear: Sendable {
     /// The static activation scale of the linear's input (`P.input_scale`), `nil` for dynamic activations.
     public var inputScale: Float?
 
+    /// A linear whose codes are `codes`.
+    public init(prefix: String, scheme: QuantScheme, rows: Range<Int>, k: Int, codes: LinearCodes, scales: [Float], scaleRows: Int,
+                groups: Int, zeros: [UInt8]?, groupIndex: [Int32]? = nil, globalScale: Float = 1, inputScale: Float? = nil) {
+        self.prefix = prefix
+        self.scheme = scheme
+        self.rows = rows
+        self.k = k
+        self.codes = codes
+        self.scales = scales
+        self.scaleRows = scaleRows
+        self.groups = groups
+        self.zeros = zeros
+        self.groupIndex = groupIndex
+        self.globalScale = globalScale
+        self.inputScale = inputScale
+    }
+
+    /// A linear that owns `codes`.
+    public init(prefix: String, scheme: QuantScheme, rows: Range<Int>, k: Int, codes: [UInt8], scales: [Float], scaleRows: Int,
+                groups: Int, zeros: [UInt8]?, groupIndex: [Int32]? = nil, globalScale: Float = 1, inputScale: Float? = nil) {
+        self.init(prefix: prefix, scheme: scheme, rows: rows, k: k, codes: LinearCodes(codes), scales: scales, scaleRows: scaleRows,
+                  groups: groups, zeros: zeros, groupIndex: groupIndex, globalScale: globalScale, inputScale: inputScale)
+    }
+
     /// Number of rows held.
     public var n: Int { rows.count }
 
@@ -38,6 +62,20 @@ public struct QuantizedLinear: Sendable {
 
     /// Elements per group along K (K for one group per row).
     public var groupLength: Int { k / max(1, groups) }
+
+    /// The scales in `[groups, n]` order (K-major, as AWQ, GPTQ and TinyChat store them); a single scale row
+    /// serves every row.
+    public var scalesByGroup: [Float] {
+        if scaleRows == 1 { return (0..<groups).flatMap { j in repeatElement(scales[j], count: n) } }
+        return Transpose.tiled(scales, rows: n, columns: groups)
+    }
+
+    /// The zero points in `[groups, n]` order, `nil` for float formats.
+    public var zerosByGroup: [UInt8]? {
+        guard let zeros else { return nil }
+        if scaleRows == 1 { return (0..<groups).flatMap { j in repeatElement(zeros[j], count: n) } }
+        return Transpose.tiled(zeros, rows: n, columns: groups)
+    }
 
     /// The group of input column `c`.
     @inline(__always) public func group(ofColumn c: Int) -> Int {
@@ -76,6 +114,99 @@ public struct QuantizedLinear: Sendable {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The codes of a `QuantizedLinear`: an array it owns, or bytes read in place from a checkpoint's map with a
+/// constant added (qkit's signed I8 codes `q` are `q + 2^(b−1)` in canonical form), so that a packer reads the
+/// map once instead of a copy of it. A mapped range is released (its pages let go) when the last copy of the
+/// codes goes.
+public struct LinearCodes: RandomAccessCollection, Equatable, @unchecked Sendable {
+    /// Keeps a mapped file alive while its codes are read, and lets its pages go after.
+    final class Lease {
+        let file: MappedFile, range: Range<Int>
+        init(file: MappedFile, range: Range<Int>) { (self.file, self.range) = (file, range) }
+        deinit { file.release(range) }
+    }
+
+    private enum Storage {
+        case owned([UInt8])
+        case mapped(UnsafePointer<UInt8>, count: Int, bias: UInt8, lease: Lease)
+    }
+
+    private let storage: Storage
+
+    /// Codes held in an array.
+    public init(_ codes: [UInt8]) { storage = .owned(codes) }
+
+    /// `count` codes read in place at `base`, each plus `bias` (wrapping), valid while `file` is.
+    init(mapped base: UnsafePointer<UInt8>, count: Int, bias: UInt8, file: MappedFile, range: Range<Int>) {
+        storage = .mapped(base, count: count, bias: bias, lease: Lease(file: file, range: range))
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int {
+        switch storage {
+        case .owned(let a): a.count
+        case .mapped(_, let count, _, _): count
+        }
+    }
+
+    @inline(__always) public subscript(i: Int) -> UInt8 {
+        switch storage {
+        case .owned(let a): return a[i]
+        case .mapped(let base, let count, let bias, _):
+            precondition(i >= 0 && i < count, "code index out of range")
+            return base[i] &+ bias
+        }
+    }
+
+    public static func == (a: LinearCodes, b: LinearCodes) -> Bool { a.elementsEqual(b) }
+
+    /// Calls `body` with the stored bytes and the constant to add to each (0 for owned codes): what a packing
+    /// kernel that folds the constant in reads, with no copy.
+    public func withBiasedBytes<R>(_ body: (UnsafeBufferPointer<UInt8>, UInt8) throws -> R) rethrows -> R {
+        switch storage {
+        case .owned(let a): try a.withUnsafeBufferPointer { try body($0, 0) }
+        case .mapped(let base, let count, let bias, let lease):
+            try withExtendedLifetime(lease) { try body(UnsafeBufferPointer(start: base, count: count), bias) }
+        }
+    }
+
+    /// Calls `body` with the codes, each plus `delta` (wrapping), as bytes: in place when the stored bytes are
+    /// those values, else copied first (on every thread).
+    public func withUnsafeBufferPointer<R>(adding delta: UInt8 = 0, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        try withBiasedBytes { bytes, bias in
+            if bias &+ delta == 0 { return try body(bytes) }
+            return try materialized(bytes, bias &+ delta).withUnsafeBufferPointer { try body($0) }
+        }
+    }
+
+    /// `withUnsafeBufferPointer(adding:)` as raw bytes.
+    public func withUnsafeBytes<R>(adding delta: UInt8 = 0, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBufferPointer(adding: delta) { try body(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// The codes in an array.
+    public var array: [UInt8] {
+        if case .owned(let a) = storage { return a }
+        return withBiasedBytes { materialized($0, $1) }
+    }
+
+    /// `bytes` plus `bias`, copied 4 MiB at a time on every thread.
+    private func materialized(_ bytes: UnsafeBufferPointer<UInt8>, _ bias: UInt8) -> [UInt8] {
+        let count = bytes.count, chunk = 1 << 22
+        return BitPacking.filled(count) { c in
+            nonisolated(unsafe) let (dst, src) = (c.baseAddress!, bytes.baseAddress!)
+            parallelFor((count + chunk - 1) / chunk) { t in
+                let range = (t * chunk)..<Swift.min(count, (t + 1) * chunk)
+                if bias == 0 {
+                    (dst + range.lowerBound).update(from: src + range.lowerBound, count: range.count)
+                } else {
+                    for i in range { dst[i] = src[i] &+ bias }
                 }
             }
         }
@@ -123,14 +254,14 @@ public enum BitPacking {
         if filled > 0 { words[w] = UInt32(truncatingIfNeeded: acc) }
     }
 
-    /// `pack` of `count` codes read from `codes` (low `bits` of each byte): 4-bit codes go through a C kernel
-    /// (32 codes per step), other widths through `pack`.
+    /// `pack` of `count` codes read from `codes`, each plus `bias` (low `bits` of each byte): 4-bit codes go
+    /// through a C kernel (32 codes per step), other widths through `pack`.
     @inline(__always)
-    public static func packRow(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, into words: UnsafeMutablePointer<UInt32>) {
+    public static func packRow(_ codes: UnsafePointer<UInt8>, count: Int, bits: Int, bias: UInt8 = 0, into words: UnsafeMutablePointer<UInt32>) {
         if bits == 4 {
-            qkit_pack_u4(codes, count, words)
+            qkit_pack_u4(codes, count, bias, words)
         } else {
-            pack(count: count, bits: bits, into: words) { UInt32(codes[$0]) }
+            pack(count: count, bits: bits, into: words) { UInt32(codes[$0] &+ bias) }
         }
     }
 
@@ -142,6 +273,18 @@ public enum BitPacking {
             body(buffer)
             initialized = count
         }
+    }
+
+    /// Fills an uninitialized buffer of `count` elements, 64-byte aligned (so packing kernels can write whole
+    /// lines with non-temporal stores), with `body`, and hands its bytes to `sink`.
+    @inline(__always)
+    public static func emit<T: BitwiseCopyable>(_ count: Int, to sink: (UnsafeRawBufferPointer) throws -> Void,
+                                                _ body: (UnsafeMutableBufferPointer<T>) -> Void) rethrows {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count * MemoryLayout<T>.stride), alignment: 64)
+        defer { raw.deallocate() }
+        let buffer = UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: count), count: count)
+        body(buffer)
+        try sink(UnsafeRawBufferPointer(buffer))
     }
 
     /// Field `t` of a packed stream.

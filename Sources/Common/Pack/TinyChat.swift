@@ -55,27 +55,28 @@ public struct TinyChatLayout: PackLayout {
 
     public func pack(_ linear: QuantizedLinear, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let (n, k, g) = (linear.n, linear.k, linear.groups)
-        let qweight = BitPacking.filled(n / 4 * k) { (ob: UnsafeMutableBufferPointer<UInt16>) in
-            linear.codes.withUnsafeBufferPointer { cb in
+        try BitPacking.emit(n / 4 * k, to: sink) { (ob: UnsafeMutableBufferPointer<UInt16>) in
+            linear.codes.withBiasedBytes { cb, bias in
                 nonisolated(unsafe) let (c, o) = (cb.baseAddress!, ob.baseAddress!)
                 // A task: 16 output rows (four word rows), each writing only its own words.
                 parallelFor((n / 4 + 3) / 4) { t in
-                    for n4 in (4 * t)..<min(n / 4, 4 * t + 4) { qkit_pack_tinychat(c + 4 * n4 * k, k, o + n4 * k) }
+                    for n4 in (4 * t)..<min(n / 4, 4 * t + 4) { qkit_pack_tinychat(c + 4 * n4 * k, k, bias, o + n4 * k) }
                 }
             }
         }
-        try qweight.withUnsafeBytes { try sink($0) }
         let gp = Self.paddedGroups(k: k, group: k / g)
-        var scales = [Float](repeating: 0, count: gp * n), zeros = [Float](repeating: 0, count: gp * n)
-        let z = linear.zeros!
-        for r in 0..<n {
-            for j in 0..<g {
-                let s = Float(Float16(linear.scales[r * g + j]))
-                scales[j * n + r] = s
-                zeros[j * n + r] = -Float(Float16(s * Float(z[r * g + j])))
+        // [gp, N] each, K-major; the padding groups are zero. The scaled zeros use the F16 scales.
+        let scales = linear.scalesByGroup, z = linear.zerosByGroup!
+        var half = [UInt8](repeating: 0, count: 2 * gp * n)
+        var rounded = [Float](repeating: 0, count: g * n), zeros = [Float](repeating: 0, count: gp * n)
+        scales.withUnsafeBufferPointer { s in
+            half.withUnsafeMutableBytes { h in
+                Conversion.encode(s, as: .f16, into: UnsafeMutableRawBufferPointer(rebasing: h[0..<(2 * g * n)]))
+                rounded.withUnsafeMutableBufferPointer { Conversion.decode(.f16, UnsafeRawBufferPointer(rebasing: h[0..<(2 * g * n)]), into: $0) }
             }
         }
-        try emitFloats(scales, as: .f16, sink)
+        for i in 0..<(g * n) { zeros[i] = -(rounded[i] * Float(z[i])) }
+        try half.withUnsafeBytes { try sink($0) }
         try emitFloats(zeros, as: .f16, sink)
     }
 

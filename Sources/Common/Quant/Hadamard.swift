@@ -105,24 +105,9 @@ public struct Hadamard: Sendable {
         let n = order
         let t = UnsafeMutablePointer<Float>.allocate(capacity: n * columns)
         defer { t.deallocate() }
-        Self.transpose(w, rows: n, columns: columns, into: t)
+        Transpose.tiled(w, rows: n, columns: columns, into: t)
         transformRows(t, rows: columns, signs: signs)
-        Self.transpose(t, rows: columns, columns: n, into: w)
-    }
-
-    /// `b[c·rows + r] = a[r·columns + c]`, in tiles.
-    static func transpose(_ a: UnsafePointer<Float>, rows: Int, columns: Int, into b: UnsafeMutablePointer<Float>) {
-        let tile = 64
-        nonisolated(unsafe) let (a, b) = (a, b)
-        parallelFor((rows + tile - 1) / tile) { bi in
-            let r0 = bi * tile, r1 = min(rows, r0 + tile)
-            var c0 = 0
-            while c0 < columns {
-                let c1 = min(columns, c0 + tile)
-                for r in r0..<r1 { for c in c0..<c1 { b[c * rows + r] = a[r * columns + c] } }
-                c0 = c1
-            }
-        }
+        Transpose.tiled(UnsafePointer(t), rows: columns, columns: n, into: w)
     }
 
     /// In place: `x ← (S ⊗ I_width)·x · scale` for `slices` slices of `width` values (S Sylvester's matrix of
