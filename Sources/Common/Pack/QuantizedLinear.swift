@@ -213,6 +213,40 @@ public struct LinearCodes: RandomAccessCollection, Equatable, @unchecked Sendabl
     }
 }
 
+/// Packed-output buffers kept between linears. A fresh block per linear came, often enough, from pages new to
+/// the process (each faulted and zeroed inside the packing kernel, up to 5× the kernel's own time on this VM);
+/// a kept block is written again in place. At most two are kept: the largest a pack has needed.
+final class OutputBuffers: @unchecked Sendable {
+    static let shared = OutputBuffers()
+
+    struct Block { let pointer: UnsafeMutableRawPointer, capacity: Int }
+
+    private let lock = Lock()
+    private var kept: [Block] = []
+
+    /// A 64-byte-aligned block of at least `bytes` bytes.
+    func take(_ bytes: Int) -> Block {
+        let found: Block? = lock.withLock {
+            guard let i = kept.firstIndex(where: { $0.capacity >= bytes }) else { return nil }
+            return kept.remove(at: i)
+        }
+        if let found { return found }
+        return Block(pointer: .allocate(byteCount: max(64, bytes), alignment: 64), capacity: max(64, bytes))
+    }
+
+    /// Gives a block back: kept when it is among the two largest, else freed.
+    func give(_ block: Block) {
+        let dropped: [Block] = lock.withLock {
+            kept.append(block)
+            kept.sort { $0.capacity > $1.capacity }
+            let extra = Array(kept.dropFirst(2))
+            kept.removeLast(extra.count)
+            return extra
+        }
+        for b in dropped { b.pointer.deallocate() }
+    }
+}
+
 /// Little-endian bit streams of b-bit fields in 32-bit words: field `t` starts at bit `b·t` of the stream,
 /// fields may straddle words (3-bit GPTQ, dense compressed-tensors), and the last word is zero-padded.
 public enum BitPacking {
@@ -276,13 +310,15 @@ public enum BitPacking {
     }
 
     /// Fills an uninitialized buffer of `count` elements, 64-byte aligned (so packing kernels can write whole
-    /// lines with non-temporal stores), with `body`, and hands its bytes to `sink`.
+    /// lines with non-temporal stores), with `body`, and hands its bytes to `sink`. The buffer is taken from
+    /// `OutputBuffers` and given back, so a pack reuses the same pages linear after linear.
     @inline(__always)
     public static func emit<T: BitwiseCopyable>(_ count: Int, to sink: (UnsafeRawBufferPointer) throws -> Void,
                                                 _ body: (UnsafeMutableBufferPointer<T>) -> Void) rethrows {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count * MemoryLayout<T>.stride), alignment: 64)
-        defer { raw.deallocate() }
-        let buffer = UnsafeMutableBufferPointer(start: raw.bindMemory(to: T.self, capacity: count), count: count)
+        let bytes = count * MemoryLayout<T>.stride
+        let raw = OutputBuffers.shared.take(bytes)
+        defer { OutputBuffers.shared.give(raw) }
+        let buffer = UnsafeMutableBufferPointer(start: raw.pointer.bindMemory(to: T.self, capacity: count), count: count)
         body(buffer)
         try sink(UnsafeRawBufferPointer(buffer))
     }
