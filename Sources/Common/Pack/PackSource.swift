@@ -90,8 +90,9 @@ public final class PackSource {
         let bits = plan.scheme.integerBits
         // Read in place by the packer (I8 codes q → q + 2^(b−1)); the pages are let go when the codes are.
         let bias: UInt8 = plan.scheme.symmetric && bits > 0 ? UInt8(1 << (bits - 1)) : 0
-        let codes = LinearCodes(mapped: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: plan.n * plan.k, bias: bias,
-                                file: ck.files[q.fileIndex], range: q.fileRange)
+        let codes = raw.isEmpty ? LinearCodes([])
+            : LinearCodes(mapped: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: plan.n * plan.k, bias: bias,
+                          file: ck.files[q.fileIndex], range: q.fileRange)
         let scales = try readFloats(ck, s)
         var zeros: [UInt8]?
         if bits > 0 {
