@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import Common
 
@@ -48,6 +49,81 @@ struct GGUFExportTests {
         #expect(x.windowNLL == y.windowNLL)
         let v = try PackVerifier.verify(output: dir + "/out.gguf", source: hf)
         #expect(v.layout == "gguf" && v.comparedWithSource)
+    }
+
+    @Test("Llama 3 RoPE: exported as llama.cpp's rope_freqs (hand-checked ends, converter's formula between), read back as the same scaling; qeval equal",
+          arguments: [(8.0, 1.0, 4.0), (4.0, 1.0, 8.0)])
+    func llama3RoPE(factor: Double, low: Double, high: Double) throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let (_, hf) = try importedModel("llama", dir)
+        let text = try String(decoding: readSmallFile(hf + "/config.json"), as: UTF8.self)
+        guard case .object(var o) = try JSONParser.parse(text) else { Issue.record("config is not an object"); return }
+        let theta = try #require(o["rope_theta"]?.doubleValue)
+        let scaling: [(String, JSONValue)] = [("factor", .double(factor)), ("high_freq_factor", .double(high)), ("low_freq_factor", .double(low)),
+                                              ("original_max_position_embeddings", .int(8192)), ("rope_type", "llama3")]
+        o["rope_scaling"] = .object(JSONObject(scaling))
+        o["rope_parameters"] = .object(JSONObject(scaling + [("rope_theta", .double(theta))]))
+        let f = fopen(hf + "/config.json", "w")!
+        fputs(JSONValue.object(o).serialized(indent: 2), f)
+        fclose(f)
+
+        _ = try GGUFExport.run(input: hf, output: dir + "/out.gguf", type: .f32)
+        let g = try GGUFFile(path: dir + "/out.gguf")
+        let t = try #require(g.tensor(named: "rope_freqs.weight"))
+        let model = try GGUFModelConfig(g)
+        let d = model.headDim
+        #expect(t.type == .f32 && t.dimensions == [d / 2])
+        let stored = (0..<(d / 2)).map { g.data(t).loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        // Wavelengths 2π·θ^(2i/d) below 8192/high keep their frequency, above 8192/low are divided by the factor.
+        var blended = 0
+        for i in 0..<(d / 2) {
+            let wavelength = 2 * Double.pi * pow(theta, Double(2 * i) / Double(d))
+            if wavelength < 8192 / high * 0.999 { #expect(stored[i] == 1, "\(i)") }
+            else if wavelength > 8192 / low * 1.001 { #expect(stored[i] == Float(factor), "\(i)") }
+            else {
+                blended += 1
+                let smooth = (8192 / wavelength - low) / (high - low)
+                #expect(abs(stored[i] - Float(1 / ((1 - smooth) / factor + smooth))) <= 1e-5 * stored[i], "\(i)")
+            }
+        }
+        #expect(blended >= 1)
+        // Read back: the same scaling, so the same inverse frequencies and the same perplexity, bit for bit.
+        let r = try #require(model.ropeScaling)
+        #expect(r.kind == .llama3 && r.factor == factor && r.lowFrequencyFactor == low && r.highFrequencyFactor == high && r.originalContext == 8192)
+        var rng = SplitMix(seed: 9)
+        let ids = (0..<128).map { _ in Int32(3 + Int(rng.next() % 36)) }
+        let windows = EvaluationWindows(tokens: ids, length: 64, limit: nil, bos: nil)
+        let x = try Evaluator.run(model: DecoderModel(source: openWeights(path: hf)), windows: windows)
+        let y = try Evaluator.run(model: DecoderModel(source: openWeights(path: dir + "/out.gguf")), windows: windows)
+        #expect(x.windowNLL == y.windowNLL)
+        // Against the plain-RoPE model the scores differ: the scaling is not lost on the way.
+        try GGUFImport.run(gguf: dir + "/out.gguf", output: dir + "/back", dtype: .f32, maxShardSize: nil)
+        let back = try String(decoding: readSmallFile(dir + "/back/config.json"), as: UTF8.self)
+        #expect(back.contains("\"rope_type\": \"llama3\""))
+    }
+
+    @Test("rope_freqs that are not Llama 3's scaling are refused in one line")
+    func foreignRopeFreqs() throws {
+        #expect(RotaryEmbedding.llama3Scaling(fromFactors: [1, 2, 1, 3], theta: 10000, headDim: 8) == nil)
+        #expect(RotaryEmbedding.llama3Scaling(fromFactors: [1, 1, 1, 1], theta: 10000, headDim: 8) == nil)
+        let r = RoPEScaling(kind: .llama3, theta: 500000, factor: 32, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 8192)
+        let factors = RotaryEmbedding.llama3Factors(r, headDim: 128)  // Llama 3.2's scaling
+        #expect(RotaryEmbedding.llama3Scaling(fromFactors: factors, theta: 500000, headDim: 128) == r)
+        #expect(GGUFImportError.unsupportedRoPE("x").description == "cannot convert the GGUF RoPE: x")
+    }
+
+    @Test("rope_freqs bits equal convert_hf_to_gguf.py's (its formula on torch 2.13 F32 tensors, values committed)")
+    func ropeFreqsReference() {
+        // θ 500000; d 128 with Llama 3.1's scaling (factor 8), d 64 with Llama 3.2's (factor 32). Only the blended
+        // frequencies are listed; those before are 1, those after the factor.
+        for (d, factor, first, blended) in [(128, 8.0, 29, "3f9a8ed5 3fc6d64a 4001af1d 402c732e 406bcace 40a83c06"),
+                                            (64, 32.0, 15, "3fd35ec2 4052b46f 411aaaee")] {
+            let r = RoPEScaling(kind: .llama3, theta: 500000, factor: factor, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 8192)
+            let bits = blended.split(separator: " ").map { Float(bitPattern: UInt32($0, radix: 16)!) }
+            let expected = [Float](repeating: 1, count: first) + bits + [Float](repeating: Float(factor), count: d / 2 - first - bits.count)
+            #expect(RotaryEmbedding.llama3Factors(r, headDim: d) == expected, "d \(d)")
+        }
     }
 
     @Test("qkit int4:g32:sym → Q4_0, int4:g32:asym → Q4_1, int8:g32:sym → Q8_0 with the codes kept; verify; import within F16 scales",

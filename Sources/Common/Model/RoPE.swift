@@ -57,6 +57,60 @@ public struct RotaryEmbedding: Sendable {
         return inv
     }
 
+    /// llama.cpp's `rope_freqs` for Llama 3's scaling: per frequency the divisor of `1 / θ^(2i/d)` (1 for short
+    /// wavelengths, `factor` for long ones, the smooth blend between). Computed in F32 in the order of
+    /// `convert_hf_to_gguf.py`, which works on F32 torch tensors, so the bits are the converter's.
+    public static func llama3Factors(_ rope: RoPEScaling, headDim d: Int) -> [Float] {
+        let old = Float(rope.originalContext), low = Float(rope.lowFrequencyFactor), high = Float(rope.highFrequencyFactor)
+        let factor = Float(rope.factor)
+        return (0..<(d / 2)).map { i in
+            let freq = 1 / powf(Float(rope.theta), Float(2 * i) / Float(d))
+            let wavelength = Float(2 * Double.pi) / freq
+            if wavelength < old / high { return 1 }
+            if wavelength > old / low { return factor }
+            let smooth = (old / wavelength - low) / (high - low)
+            return 1 / ((1 - smooth) / factor + smooth)
+        }
+    }
+
+    /// The Llama 3 scaling whose `llama3Factors` are `factors` (a GGUF's `rope_freqs`), or nil when none is.
+    /// Only the ratios of the original context and the two frequency factors fix the factors, so the original
+    /// context is taken as 8192 (Llama 3.1's); with one blended frequency the low factor is taken as 1, with none
+    /// the low and high factors as Llama 3.1's 1 and 4. Whatever is found must reproduce `factors` (to 1e-5).
+    public static func llama3Scaling(fromFactors factors: [Float], theta: Double, headDim d: Int) -> RoPEScaling? {
+        guard factors.count == d / 2, let top = factors.max(), top > 1, factors.allSatisfy({ $0 >= 1 && $0.isFinite }) else { return nil }
+        var r = RoPEScaling(kind: .llama3, theta: theta, factor: Double(top), lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 8192)
+        // Blended frequencies: s = (1/f − 1/F)/(1 − 1/F) = old/(h − l) · 1/λ − l/(h − l), a line in 1/λ.
+        let blended = factors.indices.filter { factors[$0] > 1.0001 && factors[$0] < top * 0.9999 }
+        let wavelength = { (i: Int) in 2 * Double.pi * pow(theta, Double(2 * i) / Double(d)) }
+        let smooth = { (i: Int) in (1 / Double(factors[i]) - 1 / r.factor) / (1 - 1 / r.factor) }
+        if blended.count >= 2 {
+            let points = blended.map { (1 / wavelength($0), smooth($0)) }
+            let n = Double(points.count)
+            let mx = points.map(\.0).reduce(0, +) / n, my = points.map(\.1).reduce(0, +) / n
+            let sxx = points.map { ($0.0 - mx) * ($0.0 - mx) }.reduce(0, +), sxy = points.map { ($0.0 - mx) * ($0.1 - my) }.reduce(0, +)
+            guard sxx > 0, sxy > 0 else { return nil }
+            let slope = sxy / sxx, intercept = my - slope * mx
+            let span = 8192 / slope  // h − l
+            r.lowFrequencyFactor = -intercept * span
+            r.highFrequencyFactor = r.lowFrequencyFactor + span
+        } else if let i = blended.first {
+            // One blended frequency: with the low factor 1 (every Llama 3 release's), s = (old/λ − 1)/(h − 1).
+            guard smooth(i) > 0 else { return nil }
+            r.highFrequencyFactor = 1 + (8192 / wavelength(i) - 1) / smooth(i)
+        }
+        // The factors are F32, so the fit is close, not exact: the coarsest rounding that reproduces them.
+        for scale in [1.0, 1e2, 1e4, 1e6] {
+            var q = r
+            q.factor = (r.factor * scale).rounded() / scale
+            q.lowFrequencyFactor = (r.lowFrequencyFactor * scale).rounded() / scale
+            q.highFrequencyFactor = (r.highFrequencyFactor * scale).rounded() / scale
+            guard q.factor > 1, q.lowFrequencyFactor > 0, q.highFrequencyFactor > q.lowFrequencyFactor else { continue }
+            if zip(llama3Factors(q, headDim: d), factors).allSatisfy({ abs($0 - $1) <= 1e-6 * $1 }) { return q }
+        }
+        return nil
+    }
+
     /// Rotates `heads` vectors of `headDim` starting at `x` (stride `headDim`) for position `position`.
     @inline(__always)
     public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {

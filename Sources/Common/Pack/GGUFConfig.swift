@@ -8,6 +8,7 @@ public enum GGUFImportError: QKitError, Equatable {
     case badTensorShape(String)
     case unsupportedTokenizer(String)
     case unsupportedDType(String)
+    case unsupportedRoPE(String)
 
     public var exitStatus: ExitStatus {
         switch self {
@@ -26,6 +27,7 @@ public enum GGUFImportError: QKitError, Equatable {
         case .badTensorShape(let n): "GGUF tensor '\(n)' has a shape that does not match the metadata"
         case .unsupportedTokenizer(let what): "cannot convert the GGUF tokenizer: unsupported \(what)"
         case .unsupportedDType(let d): "output dtype \(d) is not supported (use f32, f16 or bf16)"
+        case .unsupportedRoPE(let what): "cannot convert the GGUF RoPE: \(what)"
         }
     }
 }
@@ -45,6 +47,8 @@ struct GGUFModelConfig {
     let contextLength: Int
     let eps: Double
     let ropeTheta: Double
+    /// Llama 3's RoPE scaling, recovered from the `rope_freqs.weight` factors llama.cpp stores for it.
+    let ropeScaling: RoPEScaling?
     let vocabSize: Int
     let tied: Bool
     let attentionBias: Bool
@@ -82,6 +86,20 @@ struct GGUFModelConfig {
         }
         eps = e
         ropeTheta = g["\(arch).rope.freq_base"]?.doubleValue ?? (family == .qwen2 ? 1_000_000 : 10_000)
+        if let t = g.tensor(named: "rope_freqs.weight") {
+            guard t.type == .f32, t.dimensions == [headDim / 2] else { throw .badTensorShape("rope_freqs.weight") }
+            let raw = g.data(t)
+            let factors = (0..<(headDim / 2)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+            if factors.allSatisfy({ $0 == 1 }) {
+                ropeScaling = nil
+            } else if let r = RotaryEmbedding.llama3Scaling(fromFactors: factors, theta: ropeTheta, headDim: headDim) {
+                ropeScaling = r
+            } else {
+                throw .unsupportedRoPE("rope_freqs.weight holds factors that are not Llama 3's scaling")
+            }
+        } else {
+            ropeScaling = nil
+        }
         if let v = try optionalInt("vocab_size") {
             vocabSize = v
         } else if let t = g["tokenizer.ggml.tokens"]?.arrayValue {
@@ -118,8 +136,18 @@ struct GGUFModelConfig {
         if let pad { o["pad_token_id"] = .int(pad) }
         if family == .llama { o["pretraining_tp"] = 1 }
         o["rms_norm_eps"] = .double(eps)
-        o["rope_parameters"] = ["rope_theta": .double(ropeTheta), "rope_type": "default"]
-        o["rope_scaling"] = nil
+        if let r = ropeScaling {
+            let fields: [(String, JSONValue)] = [
+                ("factor", .double(r.factor)), ("high_freq_factor", .double(r.highFrequencyFactor)),
+                ("low_freq_factor", .double(r.lowFrequencyFactor)), ("original_max_position_embeddings", .int(r.originalContext)),
+                ("rope_type", "llama3"),
+            ]
+            o["rope_parameters"] = .object(JSONObject(fields + [("rope_theta", .double(ropeTheta))]))
+            o["rope_scaling"] = .object(JSONObject(fields))
+        } else {
+            o["rope_parameters"] = ["rope_theta": .double(ropeTheta), "rope_type": "default"]
+            o["rope_scaling"] = nil
+        }
         o["rope_theta"] = .double(ropeTheta)
         if family == .qwen2 {
             o["sliding_window"] = nil

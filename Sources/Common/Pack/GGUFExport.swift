@@ -35,6 +35,8 @@ public enum GGUFExport {
         var headRows: Int?
         /// The canonical linear whose codes are kept.
         var plan: LinearPlan?
+        /// The values of a tensor the export computes (`rope_freqs.weight`), F32.
+        var values: [Float]? = nil
     }
 
     /// The exact GGUF type of a qkit scheme, if any.
@@ -116,8 +118,14 @@ public enum GGUFExport {
             let headDim = config["head_dim"]?.intValue ?? (heads > 0 ? hidden / heads : 0)
             guard heads > 0, kvHeads > 0, headDim > 0, headDim % 2 == 0 else { throw PackError.malformed(path: input, what: "config.json: attention heads") }
             let rope = config["rope_parameters"].flatMap { $0 == .null ? nil : $0 } ?? config["rope_scaling"].flatMap { $0 == .null ? nil : $0 }
+            var ropeFactors: [Float]?
             if let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue, kind != "default" {
-                throw refuse("rope_type '\(kind)' (only default RoPE is exported; llama.cpp's rope_freqs are not written yet)")
+                // Llama 3's scaling is llama.cpp's rope_freqs tensor; the others have no exact GGUF form here.
+                guard kind == "llama3", family == "llama" else {
+                    throw refuse("rope_type '\(kind)' (exported: default, and llama3 as rope_freqs)")
+                }
+                let scaling = try ConfigReader(path: input, json: config).rope()
+                ropeFactors = RotaryEmbedding.llama3Factors(scaling, headDim: headDim)
             }
 
             // The main type: asked for, else the one the quantized linears map to exactly, else Q4_K.
@@ -141,6 +149,10 @@ public enum GGUFExport {
             for p in linears { names.append((p.prefix + ".weight", [p.n, p.k])) }
             names.sort { naturalLess($0.0, $1.0) }
             let tied = !names.contains { $0.0 == "lm_head.weight" }
+            if let ropeFactors {  // first, as llama.cpp's converter writes it
+                items.append(Item(hf: "rope_freqs", spec: GGUFTensorSpec(name: "rope_freqs.weight", dimensions: [ropeFactors.count], type: .f32),
+                                  headRows: nil, plan: nil, values: ropeFactors))
+            }
             for (hf, shape) in names {
                 if hf.hasSuffix("rotary_emb.inv_freq") { continue }
                 guard let gguf = GGUFModelConfig.ggufName(ofHF: hf) else { throw refuse("\(hf) (no llama.cpp tensor of that name)") }
@@ -185,6 +197,10 @@ public enum GGUFExport {
         let k = dims[0], rows = dims.count > 1 ? dims[1] : 1
         let type = item.spec.type
         let rowBytes = type.byteCount(elements: k)!
+        if let values = item.values {
+            try values.withUnsafeBytes { try sink($0) }
+            return
+        }
         if let plan = item.plan, let source {
             let q = try source.linear(plan)
             var out = [UInt8](repeating: 0, count: rows * rowBytes)
