@@ -10,6 +10,14 @@ private func importedModel(_ arch: String, _ dir: String) throws -> (gguf: Strin
     return (dir + "/orig.gguf", dir + "/hf")
 }
 
+/// Per-window NLL of the model at `path` on 128 random ids (two windows of 64) from `seed`.
+private func windowNLL(_ path: String, seed: UInt64) throws -> [Double] {
+    var rng = SplitMix(seed: seed)
+    let ids = (0..<128).map { _ in Int32(3 + Int(rng.next() % 36)) }
+    let windows = EvaluationWindows(tokens: ids, length: 64, limit: nil, bos: nil)
+    return try Evaluator.run(model: DecoderModel(source: openWeights(path: path)), windows: windows).windowNLL
+}
+
 @Suite("qpack --to gguf: names, permutation, vocabulary, types, kept codes, read back")
 struct GGUFExportTests {
     @Test("F32 export of an imported GGUF gives its tensors and vocabulary back; qeval on the GGUF equals qeval on the model",
@@ -41,12 +49,7 @@ struct GGUFExportTests {
             #expect(a[key] == b[key], "\(key): \(String(describing: a[key])) vs \(String(describing: b[key]))")
         }
         #expect(b["general.architecture"] == .string(arch) && b["general.file_type"] == .uint32(0))
-        var rng = SplitMix(seed: 5)
-        let ids = (0..<128).map { _ in Int32(3 + Int(rng.next() % 36)) }
-        let windows = EvaluationWindows(tokens: ids, length: 64, limit: nil, bos: nil)
-        let x = try Evaluator.run(model: DecoderModel(source: openWeights(path: hf)), windows: windows)
-        let y = try Evaluator.run(model: DecoderModel(source: openWeights(path: dir + "/out.gguf")), windows: windows)
-        #expect(x.windowNLL == y.windowNLL)
+        #expect(try windowNLL(hf, seed: 5) == windowNLL(dir + "/out.gguf", seed: 5))
         let v = try PackVerifier.verify(output: dir + "/out.gguf", source: hf)
         #expect(v.layout == "gguf" && v.comparedWithSource)
     }
@@ -91,16 +94,18 @@ struct GGUFExportTests {
         // Read back: the same scaling, so the same inverse frequencies and the same perplexity, bit for bit.
         let r = try #require(model.ropeScaling)
         #expect(r.kind == .llama3 && r.factor == factor && r.lowFrequencyFactor == low && r.highFrequencyFactor == high && r.originalContext == 8192)
-        var rng = SplitMix(seed: 9)
-        let ids = (0..<128).map { _ in Int32(3 + Int(rng.next() % 36)) }
-        let windows = EvaluationWindows(tokens: ids, length: 64, limit: nil, bos: nil)
-        let x = try Evaluator.run(model: DecoderModel(source: openWeights(path: hf)), windows: windows)
-        let y = try Evaluator.run(model: DecoderModel(source: openWeights(path: dir + "/out.gguf")), windows: windows)
-        #expect(x.windowNLL == y.windowNLL)
-        // Against the plain-RoPE model the scores differ: the scaling is not lost on the way.
+        let scaled = try windowNLL(hf, seed: 9)
+        #expect(try windowNLL(dir + "/out.gguf", seed: 9) == scaled)
+        // The import writes the scaling; the same weights with plain RoPE score differently, so the equality above
+        // is the scaling's, not RoPE's.
         try GGUFImport.run(gguf: dir + "/out.gguf", output: dir + "/back", dtype: .f32, maxShardSize: nil)
         let back = try String(decoding: readSmallFile(dir + "/back/config.json"), as: UTF8.self)
         #expect(back.contains("\"rope_type\": \"llama3\""))
+        #expect(try windowNLL(dir + "/back", seed: 9) == scaled)
+        let plain = fopen(dir + "/back/config.json", "w")!
+        fputs(text, plain)
+        fclose(plain)
+        #expect(try windowNLL(dir + "/back", seed: 9) != scaled)
     }
 
     @Test("rope_freqs that are not Llama 3's scaling are refused in one line")
