@@ -76,7 +76,7 @@ public struct RotaryEmbedding: Sendable {
     /// The Llama 3 scaling whose `llama3Factors` are `factors` (a GGUF's `rope_freqs`), or nil when none is.
     /// Only the ratios of the original context and the two frequency factors fix the factors, so the original
     /// context is taken as 8192 (Llama 3.1's); with one blended frequency the low factor is taken as 1, with none
-    /// the low and high factors as Llama 3.1's 1 and 4. Whatever is found must reproduce `factors` (to 1e-5).
+    /// the low and high factors as Llama 3.1's 1 and 4. Whatever is found must reproduce `factors` (to 1 part in 10^6).
     public static func llama3Scaling(fromFactors factors: [Float], theta: Double, headDim d: Int) -> RoPEScaling? {
         guard factors.count == d / 2, let top = factors.max(), top > 1, factors.allSatisfy({ $0 >= 1 && $0.isFinite }) else { return nil }
         var r = RoPEScaling(kind: .llama3, theta: theta, factor: Double(top), lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 8192)
