@@ -449,11 +449,17 @@ static inline void awq_words32(const uint8_t *r, size_t k, __m256i bias, uint32_
     _mm256_storeu_si256((__m256i *)(w + 24), _mm256_permute2x128_si256(w2, w3, 0x31));
 }
 
-/* dst[j · dstStride + r] = src[r · srcStride + j] for r < 16, j < cols, in 8 × 8 blocks. When dst and its stride
-   allow, each dst row goes out as one whole 64-byte line of non-temporal stores: no read for ownership of lines
-   that are overwritten whole, and the packed output (read by nothing here) does not evict the input. The caller
-   fences (sfence) before the stores are read by another thread. */
-static void transpose16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
+/* dst[j · dstStride + r] = src[r · srcStride + j] for r < rows (≤ 16), j < cols. Sixteen rows go in 8 × 8 blocks,
+   and when dst and its stride allow, each dst row goes out as one whole 64-byte line of non-temporal stores: no
+   read for ownership of lines that are overwritten whole, and the packed output (read by nothing here) does not
+   evict the input. Fewer rows (a ragged edge) are copied one by one. The caller fences (sfence) before the stores
+   are read by another thread. */
+static void transpose_rows(const uint32_t *src, size_t rows, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
+    if (rows < 16) {
+        for (size_t j = 0; j < cols; j++)
+            for (size_t r = 0; r < rows; r++) dst[j * dstStride + r] = src[r * srcStride + j];
+        return;
+    }
     int stream = ((uintptr_t)dst & 63) == 0 && (dstStride & 15) == 0;
     size_t j = 0;
     for (; j + 8 <= cols; j += 8) {
@@ -510,11 +516,7 @@ void qkit_pack_awq(const uint8_t *values, size_t k, uint8_t bias, size_t words, 
                     awq_words32(r, k, b, tile[t]);
                     awq_words32(r + 32, k, b, tile[t] + 32);
                 }
-                if (m == TC)
-                    transpose16(&tile[0][0], TK, TK, out + kk * words + c, words);
-                else
-                    for (int q = 0; q < TK; q++)
-                        for (size_t t = 0; t < m; t++) out[(kk + q) * words + c + t] = tile[t][q];
+                transpose_rows(&tile[0][0], m, TK, TK, out + kk * words + c, words);
             }
             if (kk + TK == k) break;
             size_t next = kk == 0 && head ? head : kk + TK;
@@ -531,8 +533,8 @@ void qkit_pack_awq(const uint8_t *values, size_t k, uint8_t bias, size_t words, 
             }
 }
 
-void qkit_store_transposed16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
-    transpose16(src, srcStride, cols, dst, dstStride);
+void qkit_store_transposed(const uint32_t *src, size_t rows, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride) {
+    transpose_rows(src, rows, srcStride, cols, dst, dstStride);
     _mm_sfence();
 }
 

@@ -5,11 +5,8 @@ import Testing
 
 /// Random bytes from a fixed seed (the kernels mask the low bits they use).
 private func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var state = seed
-    return (0..<count).map { _ in
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return UInt8(truncatingIfNeeded: state >> 33)
-    }
+    var rng = SplitMix(seed: seed)
+    return (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
 }
 
 /// The packing kernels against their layouts' definitions, written out field by field: every path of the
@@ -97,7 +94,7 @@ struct PackKernelTests {
             defer { base.deallocate() }
             base.initialize(repeating: 0xFFFF_FFFF, count: cols * dstStride + 16)
             let dst = base + shift
-            src.withUnsafeBufferPointer { qkit_store_transposed16($0.baseAddress!, cols, cols, dst, dstStride) }
+            src.withUnsafeBufferPointer { qkit_store_transposed($0.baseAddress!, 16, cols, cols, dst, dstStride) }
             var wrong = 0
             for j in 0..<cols {
                 for r in 0..<16 where dst[j * dstStride + r] != src[r * cols + j] { wrong += 1 }

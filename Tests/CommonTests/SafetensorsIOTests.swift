@@ -79,13 +79,9 @@ struct SafetensorsIOTests {
         let mib = 1 << 20
         let sizes = [8, 1_234_567, 2 * mib - 1, 1, 5 * mib + 3, 3, 9 * mib, 2 * mib - 1_234_582, 6 * mib, 777]
         var expected: [UInt8] = []
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var rng = SplitMix(seed: 0x9E37_79B9_7F4A_7C15)
         for n in sizes {
-            var chunk = [UInt8](repeating: 0, count: n)
-            for i in 0..<n {
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                chunk[i] = UInt8(truncatingIfNeeded: state >> 56)
-            }
+            let chunk = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next() >> 56) }
             expected += chunk
             try f.write(chunk)
         }

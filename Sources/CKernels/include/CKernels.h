@@ -62,10 +62,10 @@ void qkit_pack_u4(const uint8_t *codes, size_t count, uint8_t bias, uint32_t *wo
 /// of column kk, nibble i from bit 4i.
 void qkit_pack_awq(const uint8_t *values, size_t k, uint8_t bias, size_t words, size_t c0, size_t c1, uint32_t *out);
 
-/// Stores 16 rows of `cols` words transposed: `dst[j · dstStride + r] = src[r · srcStride + j]` (r < 16, j < cols).
-/// With `dst` 64-byte aligned and `dstStride % 16 == 0`, each dst row is written as one whole line of
+/// Stores `rows` (≤ 16) rows of `cols` words transposed: `dst[j · dstStride + r] = src[r · srcStride + j]`. With 16
+/// rows, `dst` 64-byte aligned and `dstStride % 16 == 0`, each dst row is written as one whole line of
 /// non-temporal stores (no read for ownership); the stores are fenced before it returns.
-void qkit_store_transposed16(const uint32_t *src, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride);
+void qkit_store_transposed(const uint32_t *src, size_t rows, size_t srcStride, size_t cols, uint32_t *dst, size_t dstStride);
 
 /// llm-awq TinyChat's v2 packing of four rows of `k` 4-bit values (one per byte, each plus `bias`; `k % 64 == 0`),
 /// `rows` and `rows + k`… `rows + 3k`, into one `k`-word row: code [r][c] goes to nibble (c % 32) / 8 of word

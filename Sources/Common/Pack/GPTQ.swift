@@ -63,11 +63,7 @@ public struct GPTQLayout: PackLayout {
                     for r in n0..<n1 {
                         BitPacking.packRow(c + r * k, count: k, bits: b, bias: bias, into: tmp + (r - n0) * kw)
                     }
-                    if n1 - n0 == block {
-                        qkit_store_transposed16(tmp, kw, kw, o + n0, n)  // whole 64-byte lines of 16 channels
-                    } else {
-                        for w in 0..<kw { for r in n0..<n1 { o[w * n + r] = tmp[(r - n0) * kw + w] } }
-                    }
+                    qkit_store_transposed(tmp, n1 - n0, kw, kw, o + n0, n)  // whole 64-byte lines of 16 channels
                 }
             }
         }

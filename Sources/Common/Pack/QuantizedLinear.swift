@@ -65,16 +65,15 @@ public struct QuantizedLinear: Sendable {
 
     /// The scales in `[groups, n]` order (K-major, as AWQ, GPTQ and TinyChat store them); a single scale row
     /// serves every row.
-    public var scalesByGroup: [Float] {
-        if scaleRows == 1 { return (0..<groups).flatMap { j in repeatElement(scales[j], count: n) } }
-        return Transpose.tiled(scales, rows: n, columns: groups)
-    }
+    public var scalesByGroup: [Float] { byGroup(scales) }
 
     /// The zero points in `[groups, n]` order, `nil` for float formats.
-    public var zerosByGroup: [UInt8]? {
-        guard let zeros else { return nil }
-        if scaleRows == 1 { return (0..<groups).flatMap { j in repeatElement(zeros[j], count: n) } }
-        return Transpose.tiled(zeros, rows: n, columns: groups)
+    public var zerosByGroup: [UInt8]? { zeros.map(byGroup) }
+
+    /// `[scaleRows, groups]` values in `[groups, n]` order.
+    private func byGroup<T: BitwiseCopyable>(_ values: [T]) -> [T] {
+        if scaleRows == 1 { return (0..<groups).flatMap { j in repeatElement(values[j], count: n) } }
+        return Transpose.tiled(values, rows: n, columns: groups)
     }
 
     /// The group of input column `c`.
