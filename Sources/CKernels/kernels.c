@@ -81,7 +81,7 @@ enum { stats_prefetch = 1024 };
 /// Moments and extremes of 8 values into one set of accumulators.
 #define STATS_MOMENTS(x, s1, s2, s3, s4)                                                                 \
     do {                                                                                                      \
-        __m256 d_ = _mm256_sub_ps(x, sh);                                                                     \
+        __m256 d_ = shifted ? _mm256_sub_ps(x, sh) : x;                                                       \
         __m256 d2_ = _mm256_mul_ps(d_, d_);                                                                   \
         s1 = _mm256_add_ps(s1, d_);                                                                           \
         s2 = _mm256_add_ps(s2, d2_);                                                                          \
@@ -91,21 +91,23 @@ enum { stats_prefetch = 1024 };
         mx = _mm256_max_ps(x, mx);                                                                            \
     } while (0)
 
-/// The kernel's body. `kind` and whether `cols` is NULL are constants at every call site, so each of the six
-/// combinations compiles to its own loop with every accumulator in a register.
+/// The kernel's body. `kind`, `shifted` and whether `cols` is NULL are constants at every call site, so each of
+/// the twelve combinations compiles to its own loop with every accumulator in a register (and, unshifted, without
+/// the subtraction).
 ///
 /// Pass 1 over a block of 4096 sums the moments in f32 and takes min and max. When the sums are finite, the
 /// block holds no NaN and no infinity, and pass 2 (over data now in L1) counts zeros and takes the column
 /// maxima. For the 16-bit types pass 2 works on the raw bits, 16 values per instruction: `bits & 0x7FFF` is
 /// |x| with the order of |x| (sign-magnitude), and it is 0 exactly for ±0. Otherwise the block is redone
 /// element by element in double precision.
-static inline __attribute__((always_inline)) void stats_body(int kind, const void *src, size_t n, float shift,
-                                                             void *cols, qkit_stats *acc) {
+static inline __attribute__((always_inline)) void stats_body(int kind, int shifted, const void *src, size_t n,
+                                                             float shift, void *cols, qkit_stats *acc) {
     const size_t block = 4096;
     const size_t width = kind == QKIT_KIND_F32 ? 4 : 2;
     const __m256 sh = _mm256_set1_ps(shift), zero = _mm256_setzero_ps();
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i absmask16 = _mm256_set1_epi16(0x7FFF), ones16 = _mm256_set1_epi16(1);
+    const __m256i high16 = _mm256_set1_epi32((int)0xFFFF0000);
     uint16_t *cols16 = cols;
     float *cols32 = cols;
     for (size_t b = 0; b < n; b += block) {
@@ -115,7 +117,15 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
         size_t j = 0;
         for (; j + 16 <= len; j += 16) {
             _mm_prefetch((const char *)src + (b + j) * width + stats_prefetch, _MM_HINT_T0);
-            __m256 x = load8(kind, src, b + j), y = load8(kind, src, b + j + 8);
+            __m256 x, y;
+            if (kind == QKIT_KIND_BF16) {  /* even elements in x, odd in y: two instructions for 16 values */
+                __m256i r = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + b + j));
+                x = _mm256_castsi256_ps(_mm256_slli_epi32(r, 16));
+                y = _mm256_castsi256_ps(_mm256_and_si256(r, high16));
+            } else {
+                x = load8(kind, src, b + j);
+                y = load8(kind, src, b + j + 8);
+            }
             STATS_MOMENTS(x, a1, a2, a3, a4);
             STATS_MOMENTS(y, b1, b2, b3, b4);
         }
@@ -178,16 +188,15 @@ static inline __attribute__((always_inline)) void stats_body(int kind, const voi
     }
 }
 
+#define STATS_CASE(kind, shifted)                                                                        \
+    (cols ? stats_body(kind, shifted, src, n, shift, cols, acc) : stats_body(kind, shifted, src, n, shift, NULL, acc))
+
 void qkit_stats_accumulate(int kind, const void *src, size_t n, float shift, void *cols, qkit_stats *acc) {
+    int shifted = shift != 0;
     switch (kind) {
-    case QKIT_KIND_BF16:
-        if (cols) stats_body(QKIT_KIND_BF16, src, n, shift, cols, acc); else stats_body(QKIT_KIND_BF16, src, n, shift, NULL, acc);
-        break;
-    case QKIT_KIND_F16:
-        if (cols) stats_body(QKIT_KIND_F16, src, n, shift, cols, acc); else stats_body(QKIT_KIND_F16, src, n, shift, NULL, acc);
-        break;
-    default:
-        if (cols) stats_body(QKIT_KIND_F32, src, n, shift, cols, acc); else stats_body(QKIT_KIND_F32, src, n, shift, NULL, acc);
+    case QKIT_KIND_BF16: shifted ? STATS_CASE(QKIT_KIND_BF16, 1) : STATS_CASE(QKIT_KIND_BF16, 0); break;
+    case QKIT_KIND_F16: shifted ? STATS_CASE(QKIT_KIND_F16, 1) : STATS_CASE(QKIT_KIND_F16, 0); break;
+    default: shifted ? STATS_CASE(QKIT_KIND_F32, 1) : STATS_CASE(QKIT_KIND_F32, 0);
     }
 }
 

@@ -63,6 +63,27 @@ struct StatisticsTests {
         #expect(abs(s.std - r.std) / r.std < 1e-4)
     }
 
+    @Test("the shift: 0 for centred values (the kernel then skips the subtraction), the sampled mean otherwise")
+    func shiftChoice() throws {
+        let centred = values(10_000, seed: 4)
+        let nearOne = centred.map { 1 + $0 * 0.1 }
+        for (x, expected) in [(centred, 0.0), (nearOne, 1.0)] {
+            let shift = try x.withUnsafeBytes { try StatisticsEngine.shift($0, count: 4096, encoding: .dtype(.f32)) }
+            #expect(abs(shift - expected) < 0.02)
+            #expect((shift == 0) == (expected == 0))
+        }
+        // Both kernel paths in bf16 (even and odd elements in separate lanes), rows of odd length so that
+        // segments end mid-vector: the moments match a double-precision reference of the same values.
+        for x in [centred, nearOne] {
+            let bf: [UInt16] = x.map { UInt16($0.bitPattern >> 16) }
+            let s = try bf.withUnsafeBytes { try StatisticsEngine.compute(data: $0, encoding: .dtype(.bf16), shape: [400, 25]) }
+            let r = reference(bf.map { Float(bitPattern: UInt32($0) << 16) })
+            #expect(abs(s.mean - r.mean) <= 1e-6 * r.std)
+            #expect(abs(s.std - r.std) / r.std < 1e-5 && abs(s.kurtosis - r.kurtosis) / abs(r.kurtosis) < 1e-4)
+            #expect(s.min == r.min && s.max == r.max && s.zeroCount == r.zeros)
+        }
+    }
+
     @Test("NaN and infinities are counted and excluded")
     func nonFinite() throws {
         var x = values(10_000, seed: 1)

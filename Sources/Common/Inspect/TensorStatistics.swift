@@ -43,6 +43,8 @@ public enum StatisticsEngine {
     static let chunkElements = 1 << 22
     /// Elements mapped and processed at once inside a chunk (a multiple of every decode granule).
     static let subChunkElements = 1 << 22
+    /// Elements at the start of a tensor that choose its shift (`shift(_:count:encoding:)`).
+    static let shiftSample = 4096
     /// Histogram bins when one is asked for.
     public static let histogramBins = 32
 
@@ -96,7 +98,8 @@ public enum StatisticsEngine {
             chunk = Swift.max(granule, chunkElements / granule * granule)
         }
         let chunks = (n + chunk - 1) / chunk
-        let shift = try source.with(0..<encoding.byteCount(elements: granule)) { try firstValue($0, encoding: encoding) }
+        let sample = Swift.max(granule, Swift.min(n, shiftSample) / granule * granule)
+        let shift = try source.with(0..<encoding.byteCount(elements: sample)) { try Self.shift($0, count: sample, encoding: encoding) }
         var partials = [Partial?](repeating: nil, count: chunks)
         try partials.withUnsafeMutableBufferPointer { out in
             try parallelFor(chunks) { c in
@@ -124,12 +127,21 @@ public enum StatisticsEngine {
         return result
     }
 
-    /// The first finite element, used as the shift that keeps the moment sums well conditioned.
-    static func firstValue(_ data: UnsafeRawBufferPointer, encoding: TensorEncoding) throws -> Double {
-        let g = encoding.decodeGranule
-        var buf = [Float](repeating: 0, count: g)
-        try buf.withUnsafeMutableBufferPointer { try encoding.decode(UnsafeRawBufferPointer(rebasing: data[0..<encoding.byteCount(elements: g)]), into: $0) }
-        return buf.first(where: { $0.isFinite }).map(Double.init) ?? 0
+    /// The shift subtracted before the moments are summed, from the finite values among the first 4096: their
+    /// mean when it lies more than one standard deviation from 0 (a norm's weights near 1, say), otherwise 0,
+    /// for which the kernel skips the subtraction. Either way the shifted values are centred to within about a
+    /// standard deviation, which keeps the f32 block sums of d² … d⁴ well conditioned.
+    static func shift(_ data: UnsafeRawBufferPointer, count: Int, encoding: TensorEncoding) throws -> Double {
+        var buf = [Float](repeating: 0, count: count)
+        try buf.withUnsafeMutableBufferPointer {
+            try encoding.decode(UnsafeRawBufferPointer(rebasing: data[0..<encoding.byteCount(elements: count)]), into: $0)
+        }
+        var (n, sum, squares) = (0.0, 0.0, 0.0)
+        for x in buf where x.isFinite { n += 1; sum += Double(x); squares += Double(x) * Double(x) }
+        guard n > 0 else { return 0 }
+        let mean = sum / n
+        let variance = Swift.max(0, squares / n - mean * mean)
+        return mean * mean > variance ? Double(Float(mean)) : 0
     }
 
     /// Per-chunk sums.
