@@ -580,3 +580,54 @@ void qkit_keep_freed_blocks(void) {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF);
 }
+
+/* ---- Float32 to small floats (FP8, FP6, FP4 codes) ---------------------------------------------------- */
+
+/// One code per lane, as `MinifloatFormat.encode` computes it, for 8 values at once.
+static inline __m256i minifloat8(__m256 x, const qkit_minifloat *f) {
+    const int m = f->mantissa_bits, shift = 23 - m;
+    const __m256i bits = _mm256_castps_si256(x);
+    const __m256i a = _mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(bits, 31), f->exponent_bits + m);
+    /* Normal range: round the f32 bits to m mantissa bits, ties to even, then rebias the exponent. */
+    __m256i r = _mm256_add_epi32(a, _mm256_set1_epi32((1 << (shift - 1)) - 1));
+    r = _mm256_add_epi32(r, _mm256_and_si256(_mm256_srli_epi32(a, shift), _mm256_set1_epi32(1)));
+    __m256i code = _mm256_sub_epi32(_mm256_srli_epi32(r, shift), _mm256_set1_epi32((127 - f->bias) << m));
+    /* Below the smallest normal: scale one subnormal step to 1 (exact) and round to an integer, ties to even. */
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32((128 - f->bias) << 23), a);
+    const __m256 step = _mm256_castsi256_ps(_mm256_set1_epi32((127 + m - 1 + f->bias) << 23));
+    const __m256i sub = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_castsi256_ps(a), step),
+                                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    code = _mm256_blendv_epi8(code, sub, below);
+    /* Past the largest finite code: saturate, infinity or NaN, as the format says. */
+    const __m256i over = _mm256_cmpgt_epi32(code, _mm256_set1_epi32((int)f->max_finite_code));
+    code = _mm256_blendv_epi8(code, _mm256_set1_epi32((int)f->overflow_code), over);
+    code = _mm256_or_si256(code, sign);
+    if (f->special == QKIT_MINIFLOAT_FNUZ) {  /* no negative zero: a zero of either sign is 0 */
+        const __m256i zero = _mm256_cmpeq_epi32(_mm256_andnot_si256(sign, code), _mm256_setzero_si256());
+        code = _mm256_andnot_si256(zero, code);
+    }
+    const __m256i nan_code = _mm256_or_si256(_mm256_set1_epi32((int)f->nan_code), f->nan_signed ? sign : _mm256_setzero_si256());
+    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
+    if (f->overflow_is_nan) nan = _mm256_or_si256(nan, over);
+    return _mm256_blendv_epi8(code, nan_code, nan);
+}
+
+void qkit_encode_minifloat(const float *src, uint8_t *dst, size_t n, const qkit_minifloat *f) {
+    size_t i = 0;
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; i + 32 <= n; i += 32) {
+        __m256i c0 = minifloat8(_mm256_loadu_ps(src + i), f), c1 = minifloat8(_mm256_loadu_ps(src + i + 8), f);
+        __m256i c2 = minifloat8(_mm256_loadu_ps(src + i + 16), f), c3 = minifloat8(_mm256_loadu_ps(src + i + 24), f);
+        /* 32-bit codes (each < 256) to bytes; packs work per 128-bit lane, the permute puts them back in order. */
+        __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_permutevar8x32_epi32(w, order));
+    }
+    if (i < n) {
+        float tail[32] = {0};
+        uint8_t out[32];
+        memcpy(tail, src + i, (n - i) * sizeof(float));
+        qkit_encode_minifloat(tail, out, 32, f);
+        memcpy(dst + i, out, n - i);
+    }
+}

@@ -139,6 +139,32 @@ private func bytes(_ words: [UInt16]) -> [UInt8] { words.flatMap { [UInt8($0 & 0
         #expect(encodeAll(dtype, decoded) == packed)
     }
 
+    /// The vector encoder (`qkit_encode_minifloat`) against the scalar rule, format by format: every bf16 bit
+    /// pattern widened (all exponents, ±0, ±inf, NaNs), every code's value and the midpoints between neighbouring
+    /// codes with the floats just beside them (the ties), and random bit patterns; lengths that leave a tail.
+    @Test(arguments: [("e4m3fn", MinifloatFormat.e4m3fn), ("e5m2", .e5m2), ("e4m3fnuz", .e4m3fnuz), ("e5m2fnuz", .e5m2fnuz),
+                      ("e2m1", .e2m1), ("e2m3", .e2m3), ("e3m2", .e3m2)])
+    func vectorEncoderMatchesScalar(_ named: (String, MinifloatFormat)) {
+        let f = named.1
+        var x = (0..<65536).map { Float(bitPattern: UInt32($0) << 16) }
+        let values = f.table.filter(\.isFinite).sorted()
+        for (a, b) in zip(values, values.dropFirst()) {
+            let mid = (a + b) / 2
+            x += [a, mid, mid.nextUp, mid.nextDown, -mid, -mid.nextUp, b * 1.5, -a]
+        }
+        var state: UInt64 = 0x5EED
+        for _ in 0..<200_001 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            x.append(Float(bitPattern: UInt32(truncatingIfNeeded: state >> 32)))
+        }
+        var codes = [UInt8](repeating: 0, count: x.count)
+        x.withUnsafeBufferPointer { s in
+            codes.withUnsafeMutableBytes { Conversion.encodeMinifloat8(f, s.baseAddress!, $0.baseAddress!, s.count) }
+        }
+        let mismatches = x.indices.filter { codes[$0] != UInt8(truncatingIfNeeded: f.encode(x[$0])) }
+        #expect(mismatches.count == 0, "\(named.0): \(mismatches.count) codes differ, first at \(mismatches.first.map { x[$0] } ?? 0)")
+    }
+
     @Test func integersAndWideTypes() {
         #expect(decodeAll(.i8, [0xFF, 0x80, 0x7F], count: 3) == [-1, -128, 127])
         #expect(decodeAll(.u8, [0xFF, 0x80], count: 2) == [255, 128])

@@ -76,4 +76,20 @@ void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint8_t bias, uint16_t *o
 /// reused without page faults (`AllocatorTuning.keepFreedBlocks`).
 void qkit_keep_freed_blocks(void);
 
+
+/// A small float format for `qkit_encode_minifloat` (filled in by `MinifloatFormat.kernelFormat` in Swift).
+enum { QKIT_MINIFLOAT_IEEE = 0, QKIT_MINIFLOAT_FN = 1, QKIT_MINIFLOAT_FNUZ = 2, QKIT_MINIFLOAT_FINITE = 3 };
+typedef struct {
+    int exponent_bits, mantissa_bits, bias, special;
+    /// The largest finite magnitude's code, and the code a larger one becomes (without the sign).
+    uint32_t max_finite_code, overflow_code;
+    /// The code of a NaN input (and of an overflow when `overflow_is_nan`); `nan_signed`: the input's sign is added.
+    uint32_t nan_code;
+    int nan_signed, overflow_is_nan;
+} qkit_minifloat;
+
+/// `dst[i]` = the code of `src[i]` in format `f` (one code per byte, 8 bits or fewer), rounded to nearest with
+/// ties to even: the same codes as `MinifloatFormat.encode`, 8 values per instruction.
+void qkit_encode_minifloat(const float *src, uint8_t *dst, size_t n, const qkit_minifloat *f);
+
 #endif

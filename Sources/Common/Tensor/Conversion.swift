@@ -248,13 +248,7 @@ public enum Conversion {
         case .f8E5M2: encodeMinifloat8(.e5m2, s, d, n)
         case .f8E4M3FNUZ: encodeMinifloat8(.e4m3fnuz, s, d, n)
         case .f8E5M2FNUZ: encodeMinifloat8(.e5m2fnuz, s, d, n)
-        case .f4:
-            let f = MinifloatFormat.e2m1
-            let b = d.assumingMemoryBound(to: UInt8.self)
-            for i in 0..<(n / 2) {
-                b[i] = UInt8(truncatingIfNeeded: f.encode(s[2 * i]) | f.encode(s[2 * i + 1]) << 4)
-            }
-            if n & 1 == 1 { b[n / 2] = UInt8(truncatingIfNeeded: f.encode(s[n - 1])) }
+        case .f4: encodeFloat4(s, d, n)
         case .f6E2M3, .f6E3M2:
             let f: MinifloatFormat = dtype == .f6E2M3 ? .e2m3 : .e3m2
             let b = d.assumingMemoryBound(to: UInt8.self)
@@ -293,10 +287,26 @@ public enum Conversion {
         }
     }
 
-    @inline(__always)
+    /// One code per byte, 8 values per instruction (`qkit_encode_minifloat`; the same codes as `f.encode`).
     static func encodeMinifloat8(_ f: MinifloatFormat, _ s: UnsafePointer<Float>, _ d: UnsafeMutableRawPointer, _ n: Int) {
+        var k = f.kernelFormat
+        qkit_encode_minifloat(s, d.assumingMemoryBound(to: UInt8.self), n, &k)
+    }
+
+    /// FP4 E2M1, two codes per byte (low nibble first): codes from the kernel a block at a time, then paired.
+    static func encodeFloat4(_ s: UnsafePointer<Float>, _ d: UnsafeMutableRawPointer, _ n: Int) {
+        var k = MinifloatFormat.e2m1.kernelFormat
         let b = d.assumingMemoryBound(to: UInt8.self)
-        for i in 0..<n { b[i] = UInt8(truncatingIfNeeded: f.encode(s[i])) }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { codes in
+            var i = 0
+            while i < n {
+                let m = min(4096, n - i)
+                qkit_encode_minifloat(s + i, codes.baseAddress!, m, &k)
+                for j in stride(from: 0, to: m - 1, by: 2) { b[(i + j) / 2] = codes[j] | codes[j + 1] << 4 }
+                if m & 1 == 1 { b[(i + m) / 2] = codes[m - 1] }
+                i += m
+            }
+        }
     }
 
     // MARK: - Reference decoder

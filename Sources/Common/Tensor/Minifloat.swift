@@ -1,3 +1,5 @@
+import CKernels
+
 /// A small binary floating-point format (FP8, FP6, FP4): sign, `exponentBits`, `mantissaBits`, an
 /// exponent bias, subnormals at exponent 0, and one of four conventions for the top of the range.
 ///
@@ -129,6 +131,20 @@ public struct MinifloatFormat: Sendable, Equatable {
         }
         if special == .fnuz, code == 0 { return 0 }   // no negative zero: 0x80 is NaN
         return code | sign
+    }
+
+    /// The format as the C encoder (`qkit_encode_minifloat`) takes it: the same rules, as constants.
+    var kernelFormat: qkit_minifloat {
+        let kind: Int32 = switch special {
+        case .ieee: Int32(QKIT_MINIFLOAT_IEEE)
+        case .fn: Int32(QKIT_MINIFLOAT_FN)
+        case .fnuz: Int32(QKIT_MINIFLOAT_FNUZ)
+        case .finite: Int32(QKIT_MINIFLOAT_FINITE)
+        }
+        let overflowCode = overflow == .infinity && special == .ieee ? infinityCode : maxFiniteCode
+        return qkit_minifloat(exponent_bits: Int32(exponentBits), mantissa_bits: Int32(mantissaBits), bias: Int32(bias), special: kind,
+                              max_finite_code: maxFiniteCode, overflow_code: overflowCode, nan_code: nanCode(sign: 0),
+                              nan_signed: special == .fnuz ? 0 : 1, overflow_is_nan: overflow == .nan ? 1 : 0)
     }
 
     /// All `2^totalBits` code values, decoded.
