@@ -8,7 +8,7 @@ struct Qpack: ParsableCommand {
         abstract: "Pack, import and convert checkpoints between backend layouts.",
         usage: """
             qpack IN --to vllm-awq|vllm-gptq|compressed-tensors|tinychat|lightllm [--scheme SCHEME] [--gptq-v2] [--w8a8] -o OUT
-            qpack IN --to mlc [--quantization q4f16_1|q4f32_1|q3f16_1] [--conv-template NAME] [--ndarray-cache] -o OUT
+            qpack IN --to mlc [--quantization \(MLCPreset.all.map(\.name).joined(separator: "|"))] [--conv-template NAME] [--ndarray-cache] -o OUT
             qpack IN --to nunchaku -o OUT
             qpack IN --to gguf [--gguf-type q4_0|q4_1|q8_0|q4_k|q6_k|f16|bf16|f32] -o OUT.gguf
             qpack IN.gguf --to safetensors [--dtype f32|f16|bf16] -o OUT
@@ -82,7 +82,7 @@ struct Qpack: ParsableCommand {
     @Flag(help: "compressed-tensors: write int8 weights as W8A8 int-quantized (dynamic per-token int8 activations).")
     var w8a8 = false
 
-    @Option(help: "mlc: the MLC quantization preset: q4f16_1 (default), q4f32_1 or q3f16_1.")
+    @Option(help: "mlc: the MLC quantization preset: q4f16_1 (default), q4f16_0 (KN), q4f16_2 (embedding and lm_head in float16), q4f32_1, q4bf16_1, q4bf16_0 (KN), q3f16_1 or q3f16_0 (KN).")
     var quantization: String?
 
     @Option(name: .customLong("conv-template"), help: "mlc: the conversation template of mlc-chat-config.json (default: detected from the chat template).")

@@ -23,6 +23,29 @@ private let fixtureRoot: String = {
 }()
 private let fixtures = fixtureRoot + "/model"
 
+/// `rows × columns` elements of `size` bytes (row-major) transposed to `columns × rows`.
+private func transposedBytes(_ b: UnsafeRawBufferPointer, rows: Int, columns: Int, size: Int) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: b.count)
+    for r in 0..<rows {
+        for c in 0..<columns { for i in 0..<size { out[(c * rows + r) * size + i] = b[(r * columns + c) * size + i] } }
+    }
+    return out
+}
+
+/// Packs the fixture `family` with `preset` into `output`.
+private func packMLC(_ family: String, _ preset: MLCPreset, _ output: String) throws {
+    var options = MLCPacker.Options()
+    options.preset = preset
+    _ = try MLCPacker.run(input: fixtures + "/" + family, output: output, options: options)
+}
+
+/// name → TVM dtype string of every record of a tensor cache.
+private func tvmDTypes(_ dir: String) throws -> [String: String] {
+    let json = try JSONParser.parse(try readSmallFile(dir + "/tensor-cache.json"))
+    let records = (json["records"]?.arrayValue ?? []).flatMap { $0["records"]?.arrayValue ?? [] }
+    return Dictionary(uniqueKeysWithValues: records.compactMap { r in r["name"]?.stringValue.flatMap { n in r["dtype"]?.stringValue.map { (n, $0) } } })
+}
+
 @Suite("qpack mlc: MLC's group quantization (formats.md §3a vectors), the tensor cache (§3c), packing, reading, verifying")
 struct PackMLCTests {
     @Test("vectors produced by MLC's GroupQuantize on apache-tvm 0.27 (V1–V7)")
@@ -56,6 +79,182 @@ struct PackMLCTests {
         var codes = [UInt8](repeating: 9, count: 50)
         mlcRow(w4, .q3f16_1).words.withUnsafeBytes { MLCPreset.q3f16_1.unpack($0.baseAddress!, rows: 1, k: 50, into: &codes) }
         #expect(Array(codes[0..<10]) == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2] && Array(codes[40..<50]) == [6, 5, 4, 3, 2, 1, 0, 6, 5, 4] && codes[10] == 3)
+    }
+
+    @Test("MLC's group-quantization table (formats.md §3a): bits, group, dtype, layout, embedding / lm_head quantized")
+    func presetTable() {
+        // name: bits, G, model dtype, KN, quantize embedding / final FC (mlc-ai/mlc-llm quantization.py QUANTIZATION).
+        let table: [(String, Int, Int, DType, String, Bool, String)] = [
+            ("q4f16_1", 4, 32, .f16, "float16", false, "yes"), ("q4f16_0", 4, 32, .f16, "float16", true, "yes"),
+            ("q4f16_2", 4, 32, .f16, "float16", false, "no"), ("q4f32_1", 4, 32, .f32, "float32", false, "yes"),
+            ("q4bf16_1", 4, 32, .bf16, "bfloat16", false, "yes"), ("q4bf16_0", 4, 32, .bf16, "bfloat16", true, "yes"),
+            ("q3f16_1", 3, 40, .f16, "float16", false, "yes"), ("q3f16_0", 3, 40, .f16, "float16", true, "yes"),
+        ]
+        #expect(MLCPreset.all.map(\.name) == table.map(\.0))
+        for (name, bits, g, dtype, tvm, kn, quantized) in table {
+            guard let p = MLCPreset.named(name) else { Issue.record("\(name) missing"); continue }
+            #expect(p.bits == bits && p.groupSize == g && p.modelDType == dtype && p.tvmModelDType == tvm && p.transposed == kn, "\(name)")
+            #expect(p.quantizesEmbedding == (quantized == "yes") && p.quantizesFinalFC == (quantized == "yes"), "\(name)")
+            #expect(p.storedScaleDType == (dtype == .f16 ? .f16 : .bf16), "\(name)")
+            // KN transposes linears only: [words, N] / [groups, N]; the embedding stays [vocab, words].
+            #expect(p.qWeightShape(n: 96, k: 64, embedding: false) == (kn ? [p.words(64), 96] : [96, p.words(64)]), "\(name)")
+            #expect(p.qScaleShape(n: 96, k: 64, embedding: false) == (kn ? [p.groups(64), 96] : [96, p.groups(64)]), "\(name)")
+            #expect(p.qWeightShape(n: 320, k: 64, embedding: true) == [320, p.words(64)] && p.qScaleShape(n: 320, k: 64, embedding: true) == [320, p.groups(64)])
+        }
+        #expect(MLCPreset.named("q4f16_autoawq") == nil && MLCPreset.named("q0f16") == nil)
+    }
+
+    @Test("q4bf16_*: V1 holds with scale bf16 0.25; every quantizer step rounds to bf16 (cast, scale, w/scale, + max_int)")
+    func bf16Vectors() {
+        // V1 (formats.md §3a): "q4bf16_1 gives the same words, with scale bf16 0.25".
+        let w1 = padded((0..<8).map { Float($0 - 7) * 0.25 }, 32)
+        let v1 = mlcRow(w1, .q4bf16_1)
+        #expect(v1.words == [0x7654_3210, 0x7777_7777, 0x7777_7777, 0x7777_7777] && v1.words[0] == 1_985_229_328)
+        #expect(v1.scales == [0.25] && Conversion.bfloat16Bits(v1.scales[0]) == 0x3E80)
+        #expect(mlcRow(w1, .q4bf16_0) == v1)   // the layout does not change the quantizer
+        // The weight 1.5322265625 is cast to bf16 1.53125; + 7 = 8.53125 is halfway between bf16 8.5 and 8.5625 and
+        // goes to 8.5, which rounds (ties to even) to code 8. fp16 and fp32 keep 8.53… and give code 9.
+        let w2 = padded([7, 1.53125 + 1.0 / 1024], 32)
+        #expect(mlcRow(w2, .q4bf16_1).words[0] == 0x7777_778E)
+        #expect(mlcRow(w2, .q4f16_1).words[0] == 0x7777_779E && mlcRow(w2, .q4f32_1).words[0] == 0x7777_779E)
+        // scale = 1/7 rounded to bf16 (0x3E12 = 0.142578125); 0.5 / scale → bf16 3.5, + 7 = 10.5 → code 10.
+        let v3 = mlcRow(padded([1, 0.5], 32), .q4bf16_1)
+        #expect(v3.scales[0].bitPattern == 0x3E12_0000 && v3.words[0] == 0x7777_77AE)
+        // V7 in bf16: an all-zero row has scale 0 and codes 0.
+        #expect(mlcRow([Float](repeating: 0, count: 32), .q4bf16_1) == ([0, 0, 0, 0], [0]))
+    }
+
+    @Test("KN presets: linears' q_weight/q_scale are the NK preset's arrays transposed, the embedding is not; read back the same",
+          arguments: [("mistral", "q4f16_0", "q4f16_1"), ("qwen2", "q3f16_0", "q3f16_1"), ("qwen2", "q4bf16_0", "q4bf16_1"),
+                      ("llama3", "q4bf16_0", "q4bf16_1")])
+    func knLayout(_ family: String, _ knName: String, _ nkName: String) throws {
+        let kn = try #require(MLCPreset.named(knName)), nk = try #require(MLCPreset.named(nkName))
+        #expect(kn.transposed && !nk.transposed && kn.bits == nk.bits && kn.groupSize == nk.groupSize && kn.modelDType == nk.modelDType)
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let model = fixtures + "/" + family
+        try packMLC(family, kn, dir + "/kn")
+        try packMLC(family, nk, dir + "/nk")
+        let a = try Checkpoint(path: dir + "/kn"), b = try Checkpoint(path: dir + "/nk")
+        #expect(Set(a.tensors.map(\.name)) == Set(b.tensors.map(\.name)))
+        var transposed = 0
+        for t in b.tensors {
+            guard let u = a[t.name] else { Issue.record("\(t.name) missing in \(knName)"); continue }
+            #expect(u.encoding == t.encoding, "\(t.name)")
+            let quantized = t.name.hasSuffix(".q_weight") || t.name.hasSuffix(".q_scale")
+            if quantized && !t.name.hasPrefix("model.embed_tokens.") {
+                #expect(t.shape.count == 2 && u.shape == [t.shape[1], t.shape[0]] && t.shape[0] != t.shape[1], "\(t.name) \(u.shape) \(t.shape)")
+                let size = t.byteCount / t.elementCount
+                #expect(Array(a.data(u)) == transposedBytes(b.data(t), rows: t.shape[0], columns: t.shape[1], size: size), "\(t.name)")
+                transposed += 1
+            } else {
+                // The embedding (q_weight [vocab, words], q_scale [vocab, groups]) and float parameters: identical.
+                #expect(u.shape == t.shape && Array(a.data(u)) == Array(b.data(t)), "\(t.name)")
+            }
+        }
+        // Two arrays for each of qkv, o_proj, gate_up, down_proj in 2 layers, and lm_head when untied.
+        let tied = try Checkpoint(path: model).config?["tie_word_embeddings"]?.boolValue ?? false
+        #expect(transposed == 2 * (4 * 2 + (tied ? 0 : 1)))
+        // qinspect's summary reads the transposed arrays as the same modules, parameters and bits.
+        let groups = (FormatDetector.weightGroups(a), FormatDetector.weightGroups(b))
+        #expect(groups.0.map(\.prefix) == groups.1.map(\.prefix) && groups.0.map(\.parameters) == groups.1.map(\.parameters))
+        #expect(groups.0.filter { $0.scheme == .mlc }.count == 4 * 2 + 1 + (tied ? 0 : 1))
+        #expect(groups.0.map(\.bits) == groups.1.map(\.bits) && groups.0.contains { $0.bits == kn.bits })
+        #expect(a["model.embed_tokens.q_weight"]?.shape == [320, kn.words(64)] && (tied || a["lm_head.q_weight"]?.shape == [kn.words(64), 320]))
+        // TVM dtype strings: scales and float parameters in the model dtype (bfloat16 stored raw: no b16 copy).
+        let dtypes = try tvmDTypes(dir + "/kn")
+        #expect(dtypes["model.layers.1.mlp.down_proj.q_scale"] == kn.tvmModelDType && dtypes["model.norm.weight"] == kn.tvmModelDType
+                && dtypes["model.embed_tokens.q_scale"] == kn.tvmModelDType && dtypes["model.layers.1.mlp.down_proj.q_weight"] == "uint32")
+        #expect(!fileExists(dir + "/kn/" + TensorCache.b16JSONName))
+        // The chat config names the KN preset; reading back un-transposes: every weight equals the NK preset's.
+        let chat = try JSONParser.parse(try readSmallFile(dir + "/kn/mlc-chat-config.json"))
+        #expect(chat["quantization"]?.stringValue == knName)
+        let ra = try #require(try openWeights(path: dir + "/kn") as? MLCWeights), rb = try #require(try openWeights(path: dir + "/nk") as? MLCWeights)
+        #expect(ra.preset == kn && ra.packedPrefixes == rb.packedPrefixes && ra.packedPrefixes.count == 7 * 2 + 1 + (tied ? 0 : 1))
+        var compared = 0
+        for name in try Checkpoint(path: model).tensors.map(\.name) where rb.contains(name) {
+            #expect(ra.contains(name), "\(name)")
+            let x = try ra.float32(name), y = try rb.float32(name)
+            #expect(x.shape == y.shape && x.values == y.values, "\(name)")
+            compared += 1
+        }
+        #expect(compared >= 9 * 2 + 2)
+        // A whole-tensor read equals reads of single rows (the KN gather by row offset).
+        let qkv = family.hasPrefix("qwen") ? "c_attn" : "qkv_proj"
+        #expect(ra.tensorNames(of: "model.layers.0.self_attn.k_proj") == ["model.layers.0.self_attn.\(qkv).q_weight", "model.layers.0.self_attn.\(qkv).q_scale"])
+        let k = try ra.unpack("model.layers.0.self_attn.k_proj", rows: 0..<32)
+        for r in [0, 5, 31] {
+            let one = try ra.unpack("model.layers.0.self_attn.k_proj", rows: r..<(r + 1))
+            #expect(one.codes.array == Array(k.codes.array[(r * 64)..<((r + 1) * 64)]) && one.scales == Array(k.scales[(r * k.groups)..<((r + 1) * k.groups)]))
+        }
+        let v = try PackVerifier.verify(output: dir + "/kn", source: model)
+        #expect(v.layout == "mlc" && v.comparedWithSource && v.packedLinears == ra.packedPrefixes.count)
+    }
+
+    @Test("q4f16_2: embedding and lm_head stay float16 .weight, the linears as q4f16_1; a quantized source embedding is refused",
+          arguments: ["mistral", "llama3", "qwen2"])
+    func unquantizedEmbedding(_ family: String) throws {
+        let dir = SafetensorsFixture.temporaryDirectory()
+        defer { removeTree(dir) }
+        let model = fixtures + "/" + family
+        try packMLC(family, .q4f16_2, dir + "/q2")
+        try packMLC(family, .q4f16_1, dir + "/q1")
+        let ck = try Checkpoint(path: dir + "/q2"), ref = try Checkpoint(path: dir + "/q1")
+        let tied = try Checkpoint(path: model).config?["tie_word_embeddings"]?.boolValue ?? false
+        let e = try #require(ck["model.embed_tokens.weight"])
+        #expect(e.encoding == .dtype(.f16) && e.shape == [320, 64])
+        #expect(ck["model.embed_tokens.q_weight"] == nil && ck["model.embed_tokens.q_scale"] == nil && ref["model.embed_tokens.q_weight"] != nil)
+        #expect(ck["lm_head.q_weight"] == nil && ck["lm_head.q_scale"] == nil)
+        if tied { #expect(ck["lm_head.weight"] == nil) } else { #expect(ck["lm_head.weight"]?.encoding == .dtype(.f16) && ck["lm_head.weight"]?.shape == [320, 64]) }
+        let dtypes = try tvmDTypes(dir + "/q2")
+        #expect(dtypes["model.embed_tokens.weight"] == "float16" && (tied || dtypes["lm_head.weight"] == "float16"))
+        // Everything else is q4f16_1's, byte for byte.
+        var same = 0
+        for t in ref.tensors where !t.name.hasPrefix("model.embed_tokens.") && !t.name.hasPrefix("lm_head.") {
+            #expect(ck[t.name].map { Array(ck.data($0)) } == Array(ref.data(t)), "\(t.name)")
+            same += 1
+        }
+        #expect(ck.tensors.count == same + (tied ? 1 : 2))
+        // Read back: the float weights rounded to fp16; the linears as q4f16_1 dequantizes them.
+        let float = try CheckpointWeights(path: model)
+        let r2 = try #require(try openWeights(path: dir + "/q2") as? MLCWeights), r1 = try #require(try openWeights(path: dir + "/q1") as? MLCWeights)
+        #expect(r2.preset == .q4f16_2 && r2.packedPrefixes == r1.packedPrefixes.filter { $0 != "model.embed_tokens" && $0 != "lm_head" })
+        for name in ["model.embed_tokens.weight"] + (tied ? [] : ["lm_head.weight"]) {
+            let got = try r2.float32(name), want = try float.float32(name)
+            #expect(got.shape == want.shape && got.values == want.values.map { Float(Float16($0)) }, "\(name)")
+            #expect(try r1.float32(name).values != got.values, "\(name)")   // q4f16_1 quantizes it
+        }
+        for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"] {
+            #expect(try r2.float32(name).values == r1.float32(name).values, "\(name)")
+        }
+        let chat = try JSONParser.parse(try readSmallFile(dir + "/q2/mlc-chat-config.json"))
+        #expect(chat["quantization"]?.stringValue == "q4f16_2")
+        _ = try PackVerifier.verify(output: dir + "/q2", source: model)
+        // q4f16_1's output is not a valid q4f16_2 directory: relabelled, verify finds the quantized embedding.
+        var relabelled = try #require(chat.objectValue)
+        relabelled["quantization"] = "q4f16_1"
+        try writeSmallFile(dir + "/q2/mlc-chat-config.json", JSONValue.object(relabelled).serialized(indent: 2))
+        #expect(throws: PackError.self) { _ = try PackVerifier.verify(output: dir + "/q2", source: model) }
+        guard family == "llama3" else { return }
+        // MLC's q4f16_2 as a qkit checkpoint keeps the embedding float and packs to the float model's files.
+        try MLCPacker.quantizeToQKit(model: model, output: dir + "/qkit2", preset: .q4f16_2)
+        _ = try MLCPacker.run(input: dir + "/qkit2", output: dir + "/from-qkit", options: { var o = MLCPacker.Options(); o.preset = .q4f16_2; return o }())
+        try packMLC(family, .q4f16_2, dir + "/from-float")
+        for f in listDirectory(dir + "/from-float") where f != "tokenizer_config.json" {
+            #expect(try readSmallFile(dir + "/from-float/" + f) == readSmallFile(dir + "/from-qkit/" + f), "\(f)")
+        }
+        // A qkit checkpoint with the embedding quantized cannot become q4f16_2 (MLC keeps it float16).
+        try MLCPacker.quantizeToQKit(model: model, output: dir + "/qkit1", preset: .q4f16_1)
+        #expect {
+            _ = try MLCPacker.run(input: dir + "/qkit1", output: dir + "/x", options: { var o = MLCPacker.Options(); o.preset = .q4f16_2; return o }())
+        } throws: { e in (e as? PackError).map { "\($0)".contains("model.embed_tokens.weight is quantized in the source") } ?? false }
+        #expect(!isDirectory(dir + "/x"))
+        // An unknown preset in mlc-chat-config.json is refused with the list of the presets read.
+        relabelled["quantization"] = "q8f16_1"
+        try writeSmallFile(dir + "/q1/mlc-chat-config.json", JSONValue.object(relabelled).serialized(indent: 2))
+        #expect {
+            _ = try openWeights(path: dir + "/q1")
+        } throws: { e in MLCPreset.all.allSatisfy { "\(e)".contains($0.name) } && "\(e)".contains("q8f16_1") }
     }
 
     @Test("MD5 as hashlib computes it, in one piece or streamed")
@@ -161,7 +360,8 @@ struct PackMLCTests {
     }
 
     @Test("float model → mlc → verify, reader splits qkv/gate_up back (llama3, mistral, qwen2, qwen3 fixtures, every preset)",
-          arguments: [("llama3", "q4f16_1"), ("mistral", "q4f32_1"), ("qwen2", "q3f16_1"), ("qwen3", "q4f16_1"), ("qwen2", "q4f32_1")])
+          arguments: [("llama3", "q4f16_1"), ("mistral", "q4f32_1"), ("qwen2", "q3f16_1"), ("qwen3", "q4f16_1"), ("qwen2", "q4f32_1"),
+                      ("mistral", "q4f16_0"), ("qwen2", "q3f16_0"), ("llama3", "q4bf16_1"), ("qwen3", "q4bf16_0"), ("qwen2", "q4f16_2")])
     func roundTrip(_ family: String, _ presetName: String) throws {
         let preset = try #require(MLCPreset.named(presetName))
         let dir = SafetensorsFixture.temporaryDirectory()

@@ -99,10 +99,13 @@ public enum FormatDetector {
                                bytes: all.reduce(0) { $0 + (ck[$1]?.byteCount ?? 0) }, bits: bits, groupSize: groupSize)
         }
         if let q = d["q_weight"], let s = d["q_scale"], q.shape.count == 2, s.shape.count == 2, case .dtype(.u32) = q.encoding {
-            // MLC: q_weight [N, words], q_scale [N, groups]; bits and group size from the preset in mlc-chat-config.json.
+            // MLC: q_weight [N, words], q_scale [N, groups], transposed for the linears of KN presets; bits and group
+            // size from the preset in mlc-chat-config.json.
             let preset = mlcPreset(ck)
-            let k = preset.map { s.shape[1] * $0.groupSize } ?? q.shape[1] * 8
-            return group(.mlc, ["q_weight", "q_scale"], params: q.shape[0] * k, bits: preset?.bits, groupSize: preset?.groupSize)
+            let kn = preset?.transposes(embedding: p == MLCFamily.embedding) ?? false
+            let (n, groups) = kn ? (s.shape[1], s.shape[0]) : (s.shape[0], s.shape[1])
+            let k = preset.map { groups * $0.groupSize } ?? (kn ? q.shape[0] : q.shape[1]) * 8
+            return group(.mlc, ["q_weight", "q_scale"], params: n * k, bits: preset?.bits, groupSize: preset?.groupSize)
         }
         if let q = d["weight_q"], q.shape.count == 2 {
             let (n, k) = (q.shape[0], q.shape[1])

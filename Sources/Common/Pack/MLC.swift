@@ -3,9 +3,11 @@
 /// parameters (`MLCLayout.swift`), `mlc-chat-config.json` (`MLCChatConfig`) and the tokenizer files.
 ///
 /// Sources: a float model is quantized with MLC's own quantizer (rounding to the model dtype, ties to even); a qkit
-/// checkpoint's linears are stored as they are when the scheme is MLC's (int4:g32 or int3:g40 for q3f16_1, no
+/// checkpoint's linears are stored as they are when the scheme is MLC's (int4:g32, or int3:g40 for q3f16_*, no
 /// act-order, smoothing or low-rank parts) and every `code − zero` fits MLC's fixed zero point; what the source left in
-/// float and MLC quantizes (the embedding, lm_head, skipped linears) goes through MLC's quantizer.
+/// float and MLC quantizes (the embedding, lm_head, skipped linears) goes through MLC's quantizer. The KN presets
+/// (`q4f16_0`, `q4bf16_0`, `q3f16_0`) transpose a linear's whole packed parameter before writing it (one fused
+/// parameter is held in memory); `q4f16_2` writes the embedding and lm_head as float `.weight` tensors.
 public enum MLCPacker {
     /// Options of `qpack IN --to mlc`.
     public struct Options: Sendable {
@@ -32,20 +34,28 @@ public enum MLCPacker {
         for p in source.parameters {
             if p.quantized {
                 let shape = try source.quantizedShape(p)
-                try writer.begin(name: p.name + ".q_weight", shape: [shape.n, preset.words(shape.k)], tvmDType: "uint32")
+                let wpr = preset.words(shape.k)
+                // KN: the parameter's rows packed as NK, then written transposed.
+                let transposed = preset.transposes(embedding: p.embedding)
+                try writer.begin(name: p.name + ".q_weight", shape: preset.qWeightShape(n: shape.n, k: shape.k, embedding: p.embedding), tvmDType: "uint32")
+                var held: [UInt32] = []
+                if transposed { held.reserveCapacity(shape.n * wpr) }
                 var scales: [Float] = []
                 for part in p.parts {
                     let s = try source.mlcCodes(part) { codes, rows in
-                        var words = [UInt32](repeating: 0, count: rows * preset.words(shape.k))
+                        var words = [UInt32](repeating: 0, count: rows * wpr)
                         words.withUnsafeMutableBufferPointer { preset.pack(codes, rows: rows, k: shape.k, into: $0.baseAddress!) }
-                        try words.withUnsafeBytes { try writer.write($0) }
+                        if transposed { held += words } else { try words.withUnsafeBytes { try writer.write($0) } }
                     }
                     scales += s.scales
                     report.packed += 1
                     log?("\(part) [\(s.n), \(shape.k)] \(s.fromQKit ? "qkit codes" : "mlc rtn") → \(p.name)")
                 }
-                try writer.begin(name: p.name + ".q_scale", shape: [shape.n, preset.groups(shape.k)], tvmDType: preset.tvmModelDType)
-                try emitModelDType(scales, preset, writer)
+                if transposed { try writeTransposed(held, rows: shape.n, columns: wpr) { try writer.write($0) } }
+                try writer.begin(name: p.name + ".q_scale", shape: preset.qScaleShape(n: shape.n, k: shape.k, embedding: p.embedding),
+                                 tvmDType: preset.tvmModelDType)
+                let g = preset.groups(shape.k)
+                try emitModelDType(transposed ? Transpose.tiled(scales, rows: shape.n, columns: g) : scales, preset, writer)
             } else {
                 var values: [Float] = []
                 var rows = 0
@@ -78,7 +88,9 @@ public enum MLCPacker {
     /// Writes MLC's quantization of a float model as a qkit checkpoint (`intB:gG:asym`, zero points `max_int`, scales the
     /// model dtype's values in F32): every linear MLC quantizes, the embedding and an untied lm_head included, with the
     /// codes `qpack --to mlc` stores. Packing it with `--to mlc` gives the same files as packing the float model; qeval
-    /// scores it as MLC's model (norms and biases are stored in MLC's dtype: F16, or BF16 for q4f32_1). K must be a multiple of the group size (qkit has no ragged groups).
+    /// scores it as MLC's model (norms and biases, and q4f16_2's embedding and lm_head, are stored in MLC's dtype: F16,
+    /// or BF16 for q4bf16_* and q4f32_1). The layout (NK or KN) does not matter here: qkit's codes are `[N, K]`.
+    /// K must be a multiple of the group size (qkit has no ragged groups).
     public static func quantizeToQKit(model: String, output: String, preset: MLCPreset) throws {
         let source = try MLCSource(path: model, preset: preset)
         guard source.packSource == nil else { throw PackError.usage("\(model): already a qkit checkpoint") }
@@ -101,7 +113,7 @@ public enum MLCPacker {
         }
         // MLC's float parameters (norms, biases) in the dtype MLC stores them in, so the checkpoint holds MLC's model exactly.
         let floatParts = Set(source.parameters.filter { !$0.quantized }.flatMap(\.parts))
-        let stored: DType = preset.modelDType == .f16 ? .f16 : .bf16
+        let stored = preset.storedScaleDType
         let copied = ck.tensors.filter { !quantized.contains($0.name) }
         specs += copied.compactMap { t in
             guard case .dtype(let d) = t.encoding else { return nil }
@@ -120,7 +132,7 @@ public enum MLCPacker {
         for t in copied {
             guard floatParts.contains(t.name) else { try QKitQuantizer.copyTensor(t, ck: ck, writer: writer); continue }
             let v = try source.floats.float32(t.name).values
-            let bits = stored == .f16 ? v.map { Float16($0).bitPattern } : v.map { TensorCache.bfloat16Bits($0) }
+            let bits = v.map { preset.storedBits($0) }
             try bits.withUnsafeBytes { try writer.write($0) }
         }
         try writer.finish()
@@ -130,13 +142,28 @@ public enum MLCPacker {
         try out.commit()
     }
 
-    /// Writes F32 values in the model dtype (F16 rounded to nearest even; F32, which the writer encodes to bf16).
+    /// Writes F32 values in the model dtype (F16 or bf16 rounded to nearest even; F32, which the writer encodes to
+    /// bf16).
     static func emitModelDType(_ values: [Float], _ preset: MLCPreset, _ writer: TensorCacheWriter) throws {
-        if preset.modelDType == .f16 {
-            let h = values.map { Float16($0).bitPattern }
-            try h.withUnsafeBytes { try writer.write($0) }
-        } else {
+        if preset.modelDType == .f32 {
             try values.withUnsafeBytes { try writer.write($0) }
+        } else {
+            let h = values.map { preset.storedBits($0) }
+            try h.withUnsafeBytes { try writer.write($0) }
+        }
+    }
+
+    /// Writes `rows × columns` words (row-major) transposed, `columns × rows`, a block of output rows at a time.
+    static func writeTransposed(_ a: [UInt32], rows: Int, columns: Int, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
+        precondition(a.count == rows * columns)
+        let block = max(1, min(columns, (1 << 20) / max(1, rows)))
+        var out = [UInt32](repeating: 0, count: block * rows)
+        var c0 = 0
+        while c0 < columns {
+            let n = min(block, columns - c0)
+            for r in 0..<rows { for c in 0..<n { out[c * rows + r] = a[r * columns + c0 + c] } }
+            try out.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<(4 * n * rows)])) }
+            c0 += n
         }
     }
 
@@ -179,7 +206,7 @@ final class MLCSource {
         let tied = config["tie_word_embeddings"]?.boolValue ?? false
         if tied, !family.canTie { throw refuse("tie_word_embeddings with model_type \(family.modelType) (MLC's model has its own lm_head)") }
         guard let layers = config["num_hidden_layers"]?.intValue, layers > 0 else { throw PackError.malformed(path: path, what: "config.json has no num_hidden_layers") }
-        parameters = family.parameters(layers: layers, tied: tied)
+        parameters = family.parameters(layers: layers, tied: tied, preset: preset)
 
         // Every part present, each quantized one in a scheme MLC holds; every source tensor used (or known unused).
         var used = Set<String>()
@@ -193,6 +220,10 @@ final class MLCSource {
                     continue
                 }
                 let name = p.quantized ? part + ".weight" : part
+                if !p.quantized, name.hasSuffix(".weight"), plans[String(name.dropLast(".weight".count))] != nil {
+                    throw refuse("\(name) is quantized in the source, and \(preset) keeps it unquantized (\(preset.tvmModelDType)); "
+                                 + "pack the float model, or choose a preset that quantizes it")
+                }
                 guard let t = ck[name] else { throw PackError.malformed(path: path, what: "missing tensor \(name) (MLC's \(p.name) needs it)") }
                 guard t.encoding.isFloatingPoint else { throw PackError.malformed(path: path, what: "\(name) is \(t.encoding), not a float tensor") }
                 if p.quantized, t.shape.count != 2 { throw PackError.malformed(path: path, what: "\(name) is not 2-D") }
@@ -267,7 +298,8 @@ final class MLCSource {
 
 /// An MLC weight directory (tensor cache + mlc-chat-config.json) read as a `WeightSource` with Hugging Face names:
 /// the fused `qkv_proj`/`c_attn` and `gate_up_proj` are split back into q/k/v and gate/up by the configuration's
-/// head counts, the embedding and every linear dequantized on read.
+/// head counts, the embedding and every linear dequantized on read (a KN preset's linears transposed back). A float
+/// embedding or lm_head (`q4f16_2`) is read as it is stored.
 public final class MLCWeights: PackedWeightsBase, PackedWeightSource, @unchecked Sendable {
     public let preset: MLCPreset
     public let family: MLCFamily
@@ -278,6 +310,8 @@ public final class MLCWeights: PackedWeightsBase, PackedWeightSource, @unchecked
     var location: [String: (module: String, row: Int)] = [:]
     /// Split biases: Hugging Face name → (MLC tensor, first row, rows).
     var biases: [String: (tensor: String, row: Int, count: Int)] = [:]
+    /// MLC modules whose `q_weight`/`q_scale` are stored transposed (a KN preset's linears): module → N.
+    var transposedRows: [String: Int] = [:]
 
     public var layoutName: String { "mlc" }
     public override var config: JSONValue? { hfConfig }
@@ -292,7 +326,7 @@ public final class MLCWeights: PackedWeightsBase, PackedWeightSource, @unchecked
         }
         chatConfig = chat
         let q = chat["quantization"]?.stringValue ?? "none"
-        guard let preset = MLCPreset.named(q) else { throw PackError.malformed(path: chatPath, what: "quantization '\(q)' is not read (q4f16_1, q4f32_1, q3f16_1)") }
+        guard let preset = MLCPreset.named(q) else { throw PackError.malformed(path: chatPath, what: "quantization '\(q)' is not read (\(MLCPreset.names))") }
         self.preset = preset
         guard let hf = MLCChatConfig.huggingFaceConfig(chat), let family = MLCFamily.of(hf) else {
             throw PackError.malformed(path: chatPath, what: "model_type '\(chat["model_type"]?.stringValue ?? "none")' or model_config is not read")
@@ -323,14 +357,15 @@ public final class MLCWeights: PackedWeightsBase, PackedWeightSource, @unchecked
                 k = hidden
             case "o_proj": parts = [(m, hidden)]; k = nq
             case "down_proj": parts = [(m, hidden)]; k = inter
-            case "embed_tokens", "lm_head": parts = [(m, t.shape.first ?? 0)]; k = hidden
+            case "embed_tokens": parts = [(m, t.shape.first ?? 0)]; k = hidden
+            case "lm_head": parts = [(m, (preset.transposed ? t.shape.last : t.shape.first) ?? 0)]; k = hidden
             default: throw fail("\(t.name): not an MLC \(family.modelType) parameter")
             }
             let n = parts.reduce(0) { $0 + $1.1 }
-            _ = try tensor(t.name, [.u32], [n, preset.words(k)])
-            let s = ck[m + ".q_scale"]
-            _ = try tensor(m + ".q_scale", [preset.storedScaleDType], [n, preset.groups(k)])
-            _ = s
+            let embedding = last == "embed_tokens"
+            _ = try tensor(t.name, [.u32], preset.qWeightShape(n: n, k: k, embedding: embedding))
+            _ = try tensor(m + ".q_scale", [preset.storedScaleDType], preset.qScaleShape(n: n, k: k, embedding: embedding))
+            if preset.transposes(embedding: embedding) { transposedRows[m] = n }
             var row = 0
             for (p, rows) in parts {
                 shapes[p] = (rows, k)
@@ -374,13 +409,27 @@ public final class MLCWeights: PackedWeightsBase, PackedWeightSource, @unchecked
         let wpr = preset.words(k), g = preset.groups(k)
         let first = l.row + rows.lowerBound
         var codes = [UInt8](repeating: 0, count: rows.count * k)
-        let raw = checkpoint.data(qw)
-        codes.withUnsafeMutableBufferPointer { preset.unpack(raw.baseAddress! + 4 * first * wpr, rows: rows.count, k: k, into: $0.baseAddress!) }
         var scales = [Float](repeating: 0, count: rows.count * g)
-        let dt = preset.storedScaleDType, sraw = checkpoint.data(qs)
+        let raw = checkpoint.data(qw), sraw = checkpoint.data(qs)
+        let dt = preset.storedScaleDType
         let bytes = dt.bitSize / 8
-        scales.withUnsafeMutableBufferPointer {
-            Conversion.decode(dt, UnsafeRawBufferPointer(rebasing: sraw[(first * g * bytes)..<((first + rows.count) * g * bytes)]), into: $0)
+        if let total = transposedRows[l.module] {
+            // KN: `q_weight [wpr, N]`, `q_scale [g, N]`; the rows' words and scales gathered into NK order.
+            var words = [UInt32](repeating: 0, count: rows.count * wpr)
+            for r in 0..<rows.count {
+                for w in 0..<wpr { words[r * wpr + w] = raw.loadUnaligned(fromByteOffset: 4 * (w * total + first + r), as: UInt32.self) }
+            }
+            words.withUnsafeBytes { wb in codes.withUnsafeMutableBufferPointer { preset.unpack(wb.baseAddress!, rows: rows.count, k: k, into: $0.baseAddress!) } }
+            var s = [UInt8](repeating: 0, count: rows.count * g * bytes)
+            for r in 0..<rows.count {
+                for j in 0..<g { for b in 0..<bytes { s[(r * g + j) * bytes + b] = sraw[(j * total + first + r) * bytes + b] } }
+            }
+            s.withUnsafeBytes { sb in scales.withUnsafeMutableBufferPointer { Conversion.decode(dt, sb, into: $0) } }
+        } else {
+            codes.withUnsafeMutableBufferPointer { preset.unpack(raw.baseAddress! + 4 * first * wpr, rows: rows.count, k: k, into: $0.baseAddress!) }
+            scales.withUnsafeMutableBufferPointer {
+                Conversion.decode(dt, UnsafeRawBufferPointer(rebasing: sraw[(first * g * bytes)..<((first + rows.count) * g * bytes)]), into: $0)
+            }
         }
         // A ragged last group (K not a multiple of G) is described by explicit group indices.
         let groupIndex: [Int32]? = k % preset.groupSize == 0 ? nil : (0..<k).map { Int32($0 / preset.groupSize) }
@@ -407,14 +456,14 @@ enum MLCVerifier {
         let layers = reader.config?["num_hidden_layers"]?.intValue ?? 0
         let tied = reader.config?["tie_word_embeddings"]?.boolValue ?? false
         var expected = Set<String>()
-        for p in reader.family.parameters(layers: layers, tied: tied) {
+        for p in reader.family.parameters(layers: layers, tied: tied, preset: reader.preset) {
             if p.quantized { expected.formUnion([p.name + ".q_weight", p.name + ".q_scale"]) } else { expected.insert(p.name) }
         }
         let present = Set(ck.tensors.map(\.name))
         for name in expected.subtracting(present).sorted(by: naturalLess) { issues.append("missing parameter \(name)") }
         for name in present.subtracting(expected).sorted(by: naturalLess) { issues.append("unexpected parameter \(name)") }
         for t in ck.tensors where expected.contains(t.name) && !t.name.hasSuffix(".q_weight") && !t.name.hasSuffix(".q_scale") {
-            if t.encoding != .dtype(reader.preset.modelDType == .f16 ? .f16 : .bf16) { issues.append("\(t.name) is \(t.encoding), not the model dtype") }
+            if t.encoding != .dtype(reader.preset.storedScaleDType) { issues.append("\(t.name) is \(t.encoding), not the model dtype") }
             report.otherTensors += 1
         }
         for p in reader.packedPrefixes { _ = try reader.unpack(p, rows: 0..<reader.shapes[p]!.n) }
@@ -440,10 +489,9 @@ enum MLCVerifier {
                     var values: [Float] = []
                     for part in p.parts { values += try src.floats.float32(part).values }
                     guard let t = ck[p.name] else { continue }
-                    let stored = reader.preset.modelDType == .f16 ? values.map { Float(Float16($0)) }
-                        : values.map { Conversion.float(fromBFloat16Bits: TensorCache.bfloat16Bits($0)) }
+                    let stored = values.map { reader.preset.stored($0) }
                     var got = [Float](repeating: 0, count: t.elementCount)
-                    got.withUnsafeMutableBufferPointer { Conversion.decode(reader.preset.modelDType == .f16 ? .f16 : .bf16, ck.data(t), into: $0) }
+                    got.withUnsafeMutableBufferPointer { Conversion.decode(reader.preset.storedScaleDType, ck.data(t), into: $0) }
                     if got.map(\.bitPattern) != stored.map(\.bitPattern) { issues.append("\(p.name) differs from the source in the model dtype") }
                 }
             }
