@@ -76,7 +76,6 @@ void qkit_pack_tinychat(const uint8_t *rows, size_t k, uint8_t bias, uint16_t *o
 /// reused without page faults (`AllocatorTuning.keepFreedBlocks`).
 void qkit_keep_freed_blocks(void);
 
-
 /// A small float format for `qkit_encode_minifloat` (filled in by `MinifloatFormat.kernelFormat` in Swift).
 enum { QKIT_MINIFLOAT_IEEE = 0, QKIT_MINIFLOAT_FN = 1, QKIT_MINIFLOAT_FNUZ = 2, QKIT_MINIFLOAT_FINITE = 3 };
 typedef struct {

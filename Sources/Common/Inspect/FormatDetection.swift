@@ -104,7 +104,7 @@ public enum FormatDetector {
             let preset = mlcPreset(ck)
             let kn = preset?.transposes(embedding: p == MLCFamily.embedding) ?? false
             let (n, groups) = kn ? (s.shape[1], s.shape[0]) : (s.shape[0], s.shape[1])
-            let k = preset.map { groups * $0.groupSize } ?? (kn ? q.shape[0] : q.shape[1]) * 8
+            let k = preset.map { groups * $0.groupSize } ?? q.shape[1] * 8
             return group(.mlc, ["q_weight", "q_scale"], params: n * k, bits: preset?.bits, groupSize: preset?.groupSize)
         }
         if let q = d["weight_q"], q.shape.count == 2 {
