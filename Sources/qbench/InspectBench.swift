@@ -148,6 +148,29 @@ func runStats(_ args: [String]) throws {
         printTable(rows)
     }
     print("read bandwidth (SIMD read-sum, 1 GiB): \(fmt(one / 1e9)) GB/s one thread, \(fmt(two / 1e9)) GB/s two")
+    if let huge = hugeMappedFraction(path) {
+        print("page cache: \(fmt(100 * huge, 0))% of the file maps in 2 MiB folios (how fast a warm file maps depends on it)")
+    }
+}
+
+/// The fraction of a regular file that maps in 2 MiB pages (`FilePmdMapped` of this process once every page of a
+/// fresh map is touched), or `nil` for a directory or when the kernel does not say.
+func hugeMappedFraction(_ path: String) -> Double? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size > 0 else { return nil }
+    let size = Int(st.st_size)
+    guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return nil }
+    defer { munmap(map, size) }
+    var sum: UInt8 = 0
+    for offset in stride(from: 0, to: size, by: 4096) { sum &+= map.load(fromByteOffset: offset, as: UInt8.self) }
+    blackHole(sum)
+    guard let rollup = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8),
+          let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("FilePmdMapped:") }),
+          let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return nil }
+    return kb * 1024 / Double(size)
 }
 
 /// `qbench kernel`: the statistics kernel alone on 1 GiB of bf16 in memory (no file, no page cache).
