@@ -171,7 +171,7 @@ struct Qpack: ParsableCommand {
         guard format == .vllmGPTQ || !gptqV2 else { throw UsageError("--gptq-v2 goes with --to vllm-gptq") }
         guard format == .compressedTensors || !w8a8 else { throw UsageError("--w8a8 goes with --to compressed-tensors") }
         if let quantization, MLCPreset.named(quantization) == nil {
-            throw UsageError("--quantization: unknown MLC preset '\(quantization)' (\(MLCPreset.all.map(\.name).joined(separator: ", ")))")
+            throw UsageError("--quantization: unknown MLC preset '\(quantization)' (\(MLCPreset.names))")
         }
         if let convTemplate, !MLCChatConfig.templateNames.contains(convTemplate) {
             throw UsageError("--conv-template: unknown template '\(convTemplate)' (\(MLCChatConfig.templateNames.joined(separator: ", ")))")

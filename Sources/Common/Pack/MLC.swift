@@ -153,7 +153,8 @@ public enum MLCPacker {
         }
     }
 
-    /// Writes `rows × columns` words (row-major) transposed, `columns × rows`, a block of output rows at a time.
+    /// Writes `rows × columns` words (row-major) transposed, `columns × rows`, a band of output rows (about 4 MB)
+    /// at a time.
     static func writeTransposed(_ a: [UInt32], rows: Int, columns: Int, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(a.count == rows * columns)
         let block = max(1, min(columns, (1 << 20) / max(1, rows)))
@@ -161,7 +162,9 @@ public enum MLCPacker {
         var c0 = 0
         while c0 < columns {
             let n = min(block, columns - c0)
-            for r in 0..<rows { for c in 0..<n { out[c * rows + r] = a[r * columns + c0 + c] } }
+            a.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { Transpose.tiled(src.baseAddress! + c0, rows: rows, columns: n, sourceStride: columns, into: $0.baseAddress!) }
+            }
             try out.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<(4 * n * rows)])) }
             c0 += n
         }
